@@ -1,0 +1,27 @@
+# Two commands for a fresh machine (Python 3.11+ and make): `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+
+.PHONY: install run test lint bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --frozen --quiet
+
+run: install
+	$(VENV)/bin/pulse serve
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy protocol storage actors server loadtest
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,169 @@
+"""The SessionActor: live state of one session (key ``("session", project, sessionId)``).
+
+It folds the session's events into pages visited, time on page, scroll depth and activity bounds,
+and answers every ApplyEvents with a SessionView. Memory per session is bounded: only the last
+PAGES_KEPT pages are kept (with a counter of the dropped ones), so a session that runs for days
+costs the same as one that runs for minutes.
+
+Pages are kept ordered by (enteredAt, seq) even when a late page view arrives after newer ones, so
+the state does not depend on how the events were batched; the current page is the latest one.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Final
+
+import msgspec
+
+from actors.payload import extract, is_page_view
+from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
+from protocol.record import Event
+
+__all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionView", "PAGES_KEPT", "KIND"]
+
+KIND: Final = "session"
+PAGES_KEPT: Final = 100
+
+
+# state (msgpack in snapshots) --------------------------------------------------------------------
+class PageState(msgspec.Struct, array_like=True):
+    url: str
+    entered_at: int  # unix ms
+    seq: int  # of the page-view event: orders two page views with the same timestamp
+    scroll: float = 0.0  # max scroll depth seen on this page, 0..1
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    session_id: str
+    user_id: str | None = None
+    device_type: str | None = None
+    event_count: int = 0
+    page_views: int = 0
+    pages: list[PageState] = msgspec.field(default_factory=list)  # ordered by (entered_at, seq)
+    pages_dropped: int = 0
+    unpaged_scroll: float = 0.0  # max scroll seen before the first page view
+    max_scroll: float = 0.0
+    started_at: int | None = None
+    last_activity: int | None = None
+    last_event_type: str | None = None
+    last_event_order: tuple[int, int] = (0, 0)  # (timestamp, seq) of last_event_type's event
+
+
+# view (the reply, JSON on the wire) --------------------------------------------------------------
+class PageVisit(msgspec.Struct, rename="camel"):
+    url: str
+    entered_at: int  # unix ms
+    time_on_page_ms: int
+
+
+class SessionView(msgspec.Struct, kw_only=True, rename="camel"):
+    session_id: str
+    user_id: str | None
+    device_type: str | None
+    event_count: int
+    page_views: int  # every page view seen, including the dropped ones
+    pages: list[PageVisit]  # the last PAGES_KEPT pages, oldest first
+    pages_dropped: int
+    current_page: str | None
+    time_on_page_ms: int  # on the current page: lastActivity - its enteredAt
+    scroll_depth: float  # max depth on the current page, 0..1
+    max_scroll_depth: float  # max depth over the whole session, 0..1
+    started_at: int | None  # min event timestamp, unix ms
+    last_activity: int | None  # max event timestamp, unix ms
+    last_event_type: str | None  # name of the latest event by (timestamp, seq)
+
+
+def _page_order(page: PageState) -> tuple[int, int]:
+    return (page.entered_at, page.seq)
+
+
+class SessionActor(ProjectionActor[SessionState, SessionView]):
+    state_type = SessionState
+
+    def initial_state(self) -> SessionState:
+        return SessionState(session_id=self.ident)
+
+    async def load_events(self, after_seq: int) -> list[Event]:
+        return await self.store.session_events(self.project, self.ident, after_seq)
+
+    def apply(self, events: list[Event]) -> None:
+        state = self.state
+        for event in events:
+            info = extract(event)
+            ts = event.timestamp
+            order = (ts, event.seq)
+            state.event_count += 1
+            if event.user_id:
+                state.user_id = event.user_id
+            if info.device_type:
+                state.device_type = info.device_type
+            if state.started_at is None or ts < state.started_at:
+                state.started_at = ts
+            if state.last_activity is None or ts > state.last_activity:
+                state.last_activity = ts
+            if order >= state.last_event_order:
+                state.last_event_order = order
+                state.last_event_type = event.name
+            if is_page_view(event.name):
+                state.page_views += 1
+                if info.url is not None:  # a page view without a url is counted, not listed
+                    self._add_page(PageState(info.url, ts, event.seq))
+            if info.scroll_depth is not None:
+                self._add_scroll(order, info.scroll_depth)
+
+    def _add_page(self, page: PageState) -> None:
+        pages = self.state.pages
+        if not pages or _page_order(page) >= _page_order(pages[-1]):
+            pages.append(page)  # the common case: pages arrive in order
+        else:
+            pages.insert(bisect_right(pages, _page_order(page), key=_page_order), page)
+        if len(pages) > PAGES_KEPT:
+            del pages[0]
+            self.state.pages_dropped += 1
+
+    def _add_scroll(self, order: tuple[int, int], depth: float) -> None:
+        """Credit ``depth`` to the page that was open at ``order`` (and to the session maximum)."""
+        state = self.state
+        state.max_scroll = max(state.max_scroll, depth)
+        pages = state.pages
+        if pages and order >= _page_order(pages[-1]):
+            page: PageState | None = pages[-1]
+        else:
+            index = bisect_right(pages, order, key=_page_order) - 1
+            page = pages[index] if index >= 0 else None
+        if page is not None:
+            page.scroll = max(page.scroll, depth)
+        elif state.pages_dropped == 0:  # before the first page view (not a dropped page's scroll)
+            state.unpaged_scroll = max(state.unpaged_scroll, depth)
+
+    def view(self) -> SessionView:
+        state = self.state
+        pages = state.pages
+        last_activity = state.last_activity
+        visits: list[PageVisit] = []
+        for i, page in enumerate(pages):
+            until = pages[i + 1].entered_at if i + 1 < len(pages) else last_activity
+            visits.append(PageVisit(page.url, page.entered_at, max(0, (until or 0) - page.entered_at)))
+        current = pages[-1] if pages else None
+        return SessionView(
+            session_id=state.session_id,
+            user_id=state.user_id,
+            device_type=state.device_type,
+            event_count=state.event_count,
+            page_views=state.page_views,
+            pages=visits,
+            pages_dropped=state.pages_dropped,
+            current_page=current.url if current else None,
+            time_on_page_ms=visits[-1].time_on_page_ms if visits else 0,
+            scroll_depth=current.scroll if current else state.unpaged_scroll,
+            max_scroll_depth=state.max_scroll,
+            started_at=state.started_at,
+            last_activity=last_activity,
+            last_event_type=state.last_event_type,
+        )
+
+
+def session_factory(key: ActorKey, store: ActorStore) -> SessionActor:
+    """The ActorSystem factory for kind "session"."""
+    return SessionActor(key, store)

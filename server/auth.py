@@ -1,0 +1,50 @@
+"""Projects and keys at the edge: which project a request acts on, and whether it may read.
+
+A project has a public write key (ingest only, safe in a browser) and a secret key (read + admin).
+Keys come as ``Authorization: Bearer``, ``X-API-Key``, or a ``key`` query parameter (browsers cannot
+set headers on WebSocket and EventSource). On a loopback bind, a request without a known key acts
+on the default project with full rights, so the seed documents' examples work as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.base import Project, Store
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Access:
+    project: Project
+    can_read: bool  # secret key (or open loopback access)
+
+
+def key_from(headers: dict[str, str], query: dict[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("x-api-key") or query.get("key") or query.get("api_key") or None
+
+
+async def authenticate(store: Store, key: str | None, *, open_access: bool) -> Access:
+    if key:
+        project = await store.project_by_key(key)
+        if project is not None:
+            return Access(project, can_read=key == project.secret_key)
+        if not open_access:
+            raise AuthError(401, "unknown api key")
+    if open_access:
+        return Access(await store.default_project(), can_read=True)
+    raise AuthError(401, "missing api key: send Authorization: Bearer <key> or X-API-Key")
+
+
+def require_read(access: Access) -> None:
+    if not access.can_read:
+        raise AuthError(403, "this is a public write key; reading needs the project's secret key")

@@ -1,0 +1,35 @@
+"""The running server's parts, built once at start and handed to every handler."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from actors.hub import Hub
+from actors.metrics import Metrics
+from actors.pipeline import IngestPipeline
+from actors.runtime import ActorSystem
+from server.auth import Access, authenticate, key_from
+from server.cors import Cors
+from server.http import Request
+from server.settings import Settings
+from storage.base import Store
+
+
+@dataclass
+class Pulse:
+    settings: Settings
+    store: Store
+    actors: ActorSystem
+    hub: Hub
+    metrics: Metrics
+    pipeline: IngestPipeline
+    cors: Cors
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
+    shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set
+
+    async def access(self, req: Request) -> Access:
+        return await authenticate(self.store, key_from(req.headers, req.query), open_access=self.settings.open_access)

@@ -1,0 +1,69 @@
+"""Query-string parsing for the read routes: every bad value is a 400 naming the parameter."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from typing import Final
+
+import msgspec
+
+from protocol.errors import InvalidInput
+from protocol.normalize import parse_time
+from storage.base import Cursor
+
+_RELATIVE: Final = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
+_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def time_param(query: dict[str, str], name: str) -> int | None:
+    """ISO 8601, unix ms, or a relative duration back from now ("24h", "7d": seed 004's examples)."""
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    relative = _RELATIVE.match(value.strip().lower())
+    if relative:
+        return time.time_ns() // 1_000_000 - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
+    try:
+        return parse_time(value, name)
+    except InvalidInput as err:
+        raise InvalidInput(name, err.reason) from None
+
+
+def int_param(query: dict[str, str], name: str, default: int, *, low: int, high: int, clamp: bool = False) -> int:
+    value = query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidInput(name, f"expected an integer, got {value!r}") from None
+    if clamp:
+        return max(low, min(high, number))
+    if not low <= number <= high:
+        raise InvalidInput(name, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+def text_param(query: dict[str, str], name: str) -> str | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > 200:
+        raise InvalidInput(name, "must be at most 200 characters")
+    return value
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> Cursor | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return msgspec.json.decode(raw, type=Cursor)
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput("cursor", f"not a cursor returned by this server: {value!r}") from None

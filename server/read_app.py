@@ -1,0 +1,148 @@
+"""The Quart (quart-trio) app: read, admin and operations routes.
+
+These run at human or dashboard rates, where Quart's conveniences are worth its per-request cost;
+the hot ingest routes and the streams are plain ASGI handlers in front of it (server/app.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from protocol.errors import InvalidInput, error_body
+from server import queries
+from server.auth import Access, AuthError, authenticate, key_from, require_read
+from server.context import Pulse
+from server.health import health, performance
+from server.openapi import DOCS_HTML, document
+
+log = logging.getLogger("pulse.http")
+_json = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(body), status=status, mimetype="application/json", headers=headers)
+
+
+def create_read_app(pulse: Pulse) -> QuartTrio:
+    app = QuartTrio("pulse")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+
+    async def access(read: bool = True) -> Access:
+        query = {k: v for k, v in request.args.items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        granted = await authenticate(pulse.store, key_from(headers, query), open_access=pulse.settings.open_access)
+        if read:
+            require_read(granted)
+        return granted
+
+    def args() -> dict[str, str]:
+        return {k: v for k, v in request.args.items()}
+
+    @app.errorhandler(InvalidInput)
+    async def invalid(err: InvalidInput) -> Response:
+        return json_response(error_body(err), err.status)
+
+    @app.errorhandler(AuthError)
+    async def unauthorized(err: AuthError) -> Response:
+        code = "unauthorized" if err.status == 401 else "forbidden"
+        return json_response({"success": False, "error": {"code": code, "reason": err.reason}}, err.status)
+
+    @app.errorhandler(404)
+    async def not_found(_: Exception) -> Response:
+        return json_response({"success": False, "error": {"code": "not_found", "reason": f"no route {request.path!r}"}}, 404)
+
+    @app.errorhandler(405)
+    async def not_allowed(_: Exception) -> Response:
+        reason = f"method {request.method} not allowed on {request.path!r}"
+        return json_response({"success": False, "error": {"code": "method_not_allowed", "reason": reason}}, 405)
+
+    @app.get("/api/events")
+    async def events() -> Response:
+        granted = await access()
+        return json_response(await queries.query_events(pulse.store, granted.project.id, args()))
+
+    @app.get("/api/events/services")
+    async def services() -> Response:
+        granted = await access()
+        return json_response(await queries.services(pulse.store, granted.project.id, args()))
+
+    @app.get("/api/events/statistics")
+    async def statistics() -> Response:
+        granted = await access()
+        return json_response(await queries.statistics(pulse.store, granted.project.id, args()))
+
+    @app.get("/api/events/suggestions")
+    async def suggestions() -> Response:
+        granted = await access()
+        return json_response(await queries.suggestions(pulse.store, granted.project.id, args()))
+
+    @app.get("/api/v1/behavioral/health")
+    async def health_route() -> Response:
+        body = await health(pulse)
+        return json_response(body, 503 if body["status"] == "unhealthy" else 200)
+
+    @app.get("/api/v1/behavioral/monitoring/performance")
+    async def performance_route() -> Response:
+        await access()
+        return json_response(await performance(pulse))
+
+    @app.get("/api/admin/projects")
+    async def list_projects() -> Response:
+        await access()
+        projects = await pulse.store.list_projects()
+        return json_response({"projects": [_project(p) for p in projects]})
+
+    @app.post("/api/admin/projects")
+    async def create_project() -> Response:
+        await access()
+        body = await request.get_data()
+        try:
+            name = msgspec.json.decode(body or b"{}", type=dict).get("name")
+        except msgspec.DecodeError as exc:
+            raise InvalidInput("$", f"malformed json: {exc}") from None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise InvalidInput("$.name", "a project name of 1 to 100 characters is required")
+        try:
+            project = await pulse.store.create_project(name)
+        except ValueError as exc:
+            return json_response({"success": False, "error": {"code": "conflict", "field": "$.name", "reason": str(exc)}}, 409)
+        return json_response(_project(project), 201)
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return Response(document(), mimetype="application/json")
+
+    @app.get("/docs")
+    async def docs() -> Response:
+        return Response(DOCS_HTML, mimetype="text/html")
+
+    @app.get("/")
+    async def index() -> Response:
+        return json_response(
+            {
+                "name": "pulse",
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "health": "/api/v1/behavioral/health",
+                "uptimeSeconds": round(time.time() - pulse.started_at, 3),
+            }
+        )
+
+    return app
+
+
+def _project(project: Any) -> dict[str, Any]:
+    return {
+        "id": project.id,
+        "name": project.name,
+        "publicKey": project.public_key,
+        "secretKey": project.secret_key,
+        "createdAt": project.created_at,
+    }
+

@@ -1,0 +1,60 @@
+"""Server settings from the command line and the environment, resolved once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+from dataclasses import dataclass, field
+from typing import Final
+
+DEFAULT_PORT: Final = 8000
+CORS_ALLOW_HEADERS: Final = (
+    "Content-Type, Authorization, X-Requested-With, X-Monitor-Request, X-User-Id, X-Session-Id, "
+    "X-Correlation-Id, X-API-Key, Content-Encoding, Last-Event-ID, Accept, Origin, User-Agent, Referer"
+)
+CORS_ALLOW_METHODS: Final = "GET, POST, PUT, DELETE, OPTIONS, PATCH"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: pathlib.Path = pathlib.Path("data")
+    log_level: str = "info"
+    # "*" or a list of exact origins (seed 004: ALLOWED_ORIGINS=https://a.com,https://b.com)
+    allowed_origins: list[str] = field(default_factory=lambda: ["*"])
+    max_websockets: int = 10_000  # per process; the open-files cap is 20,000
+    ws_ping_interval: float = 25.0
+    ws_ping_timeout: float = 20.0
+    sse_ping_interval: float = 15.0
+    sse_stats_interval: float = 5.0
+    idle_ttl: float = 300.0  # actors passivate after this long without a message
+    shutdown_deadline: float = 8.0
+    synchronous: str = "FULL"  # SQLite: FULL = every acknowledged commit is fsynced
+    ws_compression: bool = False  # permessage-deflate costs 10s-100s of KiB per socket
+
+    @property
+    def open_access(self) -> bool:
+        """On a loopback bind, requests without a (known) key act on the default project."""
+        return is_loopback(self.host)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        settings = cls(**overrides)  # type: ignore[arg-type]
+        for name, attr in (("PULSE_SSE_PING_INTERVAL", "sse_ping_interval"), ("PULSE_SSE_STATS_INTERVAL", "sse_stats_interval")):
+            if os.environ.get(name):
+                setattr(settings, attr, float(os.environ[name]))
+        origins = os.environ.get("ALLOWED_ORIGINS")
+        if origins:
+            settings.allowed_origins = [o.strip() for o in origins.split(",") if o.strip()]
+        return settings

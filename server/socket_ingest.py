@@ -1,0 +1,101 @@
+"""Events sent over a socket (WebSocket), acknowledged like an HTTP ingest.
+
+Shared by both socket endpoints: decode with the same protocol functions as the HTTP routes, run
+the same pipeline, and answer with an ``ack``/``batch_ack`` (or ``error``) carrying the requestId.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from actors.pipeline import Overloaded
+from protocol.behavioral import BehavioralEvent
+from protocol.errors import InvalidInput
+from protocol.normalize import (
+    Decoded,
+    behavioral_event,
+    check_event_name,
+    decode_as,
+    decode_behavioral_items,
+    decode_track_batch,
+    tracking_event,
+)
+from protocol.stream import Ack, BatchAck, ErrorMessage
+from protocol.tracking import AIEventPayload
+from server.context import Pulse
+from server.ingest_routes import now_ms
+from storage.base import StoreError
+
+
+async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None, started: float) -> Any:
+    if not decoded.accepted:
+        return BatchAck(requestId=request_id, rejected=decoded.rejected)
+    events = [event for _, event in decoded.accepted]
+    result = await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
+    rows = [
+        {"index": index, "eventId": outcome.id, "status": "duplicate" if outcome.duplicate else "stored"}
+        for (index, _), outcome in zip(decoded.accepted, result.outcomes, strict=True)
+    ]
+    duplicates = sum(1 for o in result.outcomes if o.duplicate)
+    return BatchAck(
+        requestId=request_id,
+        processed=len(rows),
+        stored=len(rows) - duplicates,
+        duplicates=duplicates,
+        results=rows,
+        rejected=decoded.rejected,
+        processingTime=round(result.elapsed_ms, 3),
+    )
+
+
+async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool, name: str | None,
+                     user_id: str | None, request_id: str | None, msgpack: bool) -> Any:
+    started = time.perf_counter()
+    try:
+        if behavioral:
+            parsed = decode_as(BehavioralEvent, raw, msgpack=msgpack, root="$.event")
+            json_bytes = raw if not msgpack else msgspec.json.encode(msgspec.msgpack.decode(raw))
+            event = behavioral_event(project, json_bytes, parsed, received_at=now_ms(), root="$.event")
+        else:
+            check_event_name(name or "", "$.eventName")
+            body = raw or (b"\x80" if msgpack else b"{}")
+            payload = decode_as(AIEventPayload, body, msgpack=msgpack, root="$.payload")
+            json_bytes = body if not msgpack else msgspec.json.encode(msgspec.msgpack.decode(body))
+            event = tracking_event(project, name or "", json_bytes, payload, user_id=user_id, received_at=now_ms())
+        result = await pulse.pipeline.ingest([event], started=started)
+    except InvalidInput as err:
+        return ErrorMessage(requestId=request_id, code=err.code, field=err.field, reason=err.reason)
+    except Overloaded as err:
+        return ErrorMessage(requestId=request_id, code="overloaded", reason=err.reason, retryAfter=err.retry_after)
+    except StoreError as err:
+        return ErrorMessage(requestId=request_id, code="unavailable", reason=str(err), retryAfter=1.0)
+    outcome = result.outcomes[0]
+    return Ack(
+        requestId=request_id,
+        eventId=outcome.id,
+        processed=result.processed,
+        duplicate=outcome.duplicate,
+        processingTime=round(result.elapsed_ms, 3),
+    )
+
+
+async def ingest_batch(pulse: Pulse, project: str, items: list[msgspec.Raw], *, behavioral: bool,
+                       user_id: str | None, request_id: str | None, msgpack: bool,
+                       batch_body: bytes | None = None) -> Any:
+    started = time.perf_counter()
+    try:
+        if behavioral:
+            accepted, rejected = decode_behavioral_items(project, items, received_at=now_ms(), msgpack=msgpack)
+            decoded = Decoded(None, accepted, rejected)
+        else:
+            decoded = decode_track_batch(project, batch_body or b"{}", user_id=user_id, received_at=now_ms(), msgpack=msgpack)
+        return await ingest_decoded(pulse, decoded, request_id, started)
+    except InvalidInput as err:
+        return ErrorMessage(requestId=request_id, code=err.code, field=err.field, reason=err.reason)
+    except Overloaded as err:
+        return ErrorMessage(requestId=request_id, code="overloaded", reason=err.reason, retryAfter=err.retry_after)
+    except StoreError as err:
+        return ErrorMessage(requestId=request_id, code="unavailable", reason=str(err), retryAfter=1.0)

@@ -1,0 +1,181 @@
+"""Server-Sent Events: GET /api/events/stream (seed 004) and GET /api/v1/behavioral/stream (seed 000).
+
+Seed 004's clients use ``EventSource.onmessage``, which only fires for unnamed events, so every
+message is a plain ``data:`` line whose JSON carries ``type`` (event, stats, ping). Event messages
+carry ``id: <seq>``; a client reconnecting with Last-Event-ID (or ?lastEventId=) first receives what
+it missed, read from the store, then the live stream, without a gap and without a repeat.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+import trio
+
+from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KINDS_BY_SUBSCRIPTION, Attrs, Subscriber
+from protocol.errors import InvalidInput
+from protocol.normalize import iso_ms
+from protocol.record import Event
+from protocol.views import behavioral_message, event_message
+from server.auth import require_read
+from server.context import Pulse
+from server.http import Request, Send
+from server.ingest_routes import now_ms
+from server.params import text_param
+
+RESUME_PAGE: Final = 1000
+RESUME_MAX: Final = 10_000  # events replayed on reconnect before the client must re-query instead
+_json = msgspec.json.Encoder()
+
+
+def _frame(body: bytes, seq: int = 0) -> bytes:
+    head = b"id: %d\n" % seq if seq else b""
+    return head + b"data: " + body + b"\n\n"
+
+
+def _last_event_id(req: Request) -> int | None:
+    value = req.headers.get("last-event-id") or req.query.get("lastEventId")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise InvalidInput("Last-Event-ID", f"expected the numeric id of a received event, got {value!r}")
+    return int(value)
+
+
+async def stream(pulse: Pulse, req: Request, send: Send, *, behavioral: bool) -> int:
+    access = await pulse.access(req)
+    session_id, user_id = text_param(req.query, "sessionId"), text_param(req.query, "userId")
+    if not behavioral or not (session_id or user_id):
+        require_read(access)
+    if behavioral:
+        names = (req.query.get("subscriptions") or ",".join(KINDS_BY_SUBSCRIPTION)).split(",")
+        unknown = [n for n in names if n not in KINDS_BY_SUBSCRIPTION]
+        if unknown:
+            raise InvalidInput("subscriptions", f"unknown subscriptions {unknown!r}")
+        kinds = [KINDS_BY_SUBSCRIPTION[n] for n in names]
+    else:
+        kinds = [KIND_EVENT]
+    resume_from = _last_event_id(req)
+    sub = Subscriber(access.project.id, kinds, session_id=session_id, user_id=user_id)
+    sub.service_name = text_param(req.query, "serviceName")
+    sub.event_name = text_param(req.query, "eventName")
+    pulse.hub.subscribe(sub)  # before the replay, so nothing falls between replay and live
+    pulse.metrics.open_sse += 1
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_disconnect, req, nursery.cancel_scope)
+            nursery.start_soon(_watch_shutdown, pulse, nursery.cancel_scope)
+            await _pump(pulse, sub, send, behavioral, resume_from)
+            nursery.cancel_scope.cancel()
+        with trio.move_on_after(1) as cleanup:
+            cleanup.shield = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        pulse.hub.unsubscribe(sub)
+        pulse.metrics.open_sse -= 1
+    return 200
+
+
+async def _watch_disconnect(req: Request, scope: trio.CancelScope) -> None:
+    while (await req.receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
+
+
+async def _watch_shutdown(pulse: Pulse, scope: trio.CancelScope) -> None:
+    await pulse.shutdown.wait()
+    scope.cancel()
+
+
+async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, resume_from: int | None) -> None:
+    replayed_upto = 0
+    if resume_from is not None:
+        replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
+    settings = pulse.settings
+    next_ping = trio.current_time() + settings.sse_ping_interval
+    next_stats = trio.current_time() + settings.sse_stats_interval
+    while True:
+        with trio.move_on_at(min(next_ping, next_stats)):
+            try:
+                frame = await sub.frames.receive()
+            except trio.EndOfChannel:
+                return  # evicted as slow (the hub counted it) or unsubscribed
+            if frame.seq and frame.seq <= replayed_upto:
+                continue  # already sent by the replay
+            await send({"type": "http.response.body", "body": _frame(frame.data, frame.seq), "more_body": True})
+            continue
+        now = trio.current_time()
+        if now >= next_ping:
+            next_ping = now + settings.sse_ping_interval
+            ping = _json.encode({"type": "ping", "timestamp": now_ms()})
+            await send({"type": "http.response.body", "body": _frame(ping), "more_body": True})
+        if now >= next_stats and not behavioral:
+            next_stats = now + settings.sse_stats_interval
+            stats = await _stats(pulse, sub.project)
+            await send({"type": "http.response.body", "body": _frame(_json.encode(stats)), "more_body": True})
+        elif now >= next_stats:
+            next_stats = now + settings.sse_stats_interval
+
+
+async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, after: int) -> int:
+    """Send the stored events after ``after`` that this subscriber would have received."""
+    last, sent = after, 0
+    while sent < RESUME_MAX:
+        events = await pulse.store.events_after(sub.project, last, limit=RESUME_PAGE)
+        if not events:
+            break
+        chunks: list[bytes] = []
+        for event in events:
+            last = event.seq
+            body = _replay_body(sub, event, behavioral)
+            if body is not None:
+                chunks.append(_frame(_json.encode(body), event.seq))
+                sent += 1
+        if chunks:
+            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+        if len(events) < RESUME_PAGE:
+            break
+    return last
+
+
+def _replay_body(sub: Subscriber, event: Event, behavioral: bool) -> Any | None:
+    attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
+    if behavioral:
+        if not sub.matches(KIND_BEHAVIORAL, attrs):
+            return None
+        return behavioral_message(event, None)
+    if not sub.matches(KIND_EVENT, attrs):
+        return None
+    return event_message(event)
+
+
+async def _stats(pulse: Pulse, project: str) -> dict[str, Any]:
+    """The periodic ``stats`` message: totals from the aggregates, rate from the process metrics."""
+    aggs = await pulse.store.service_stats(project, top=5)
+    total = sum(a.event_count for a in aggs)
+    last_seen = max((a.last_seen_ms for a in aggs), default=None)
+    return {
+        "type": "stats",
+        "data": {
+            "totalEvents": total,
+            "totalServices": sum(1 for a in aggs if a.service_name is not None),
+            "eventsPerSecond": pulse.metrics.ingest_rate.per_second(),
+            "lastEventAt": iso_ms(last_seen) if last_seen is not None else None,
+            "services": [{"serviceName": a.service_name, "eventCount": a.event_count} for a in aggs],
+            "timestamp": iso_ms(now_ms()),
+        },
+    }
+

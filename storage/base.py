@@ -1,0 +1,146 @@
+"""The Store interface: one contract, several backends (SQLite now; PostgreSQL later).
+
+Every method is a trio coroutine. The event log is the source of truth; aggregates are kept
+incrementally at write time so statistics never scan the log; actor snapshots let live state be
+rebuilt as snapshot + the events after it.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+import msgspec
+
+from protocol.record import AppendOutcome, Event
+
+MAX_PAGE: Final = 1000
+
+
+class StoreError(Exception):
+    """Base of storage failures (the edge answers 503 for these)."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot take writes right now (closed, disk error, overloaded past a deadline)."""
+
+
+class Project(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    public_key: str  # write-only key, safe in a browser ("pk_...")
+    secret_key: str  # read + admin key ("sk_...")
+    created_at: int  # unix ms
+
+
+class EventFilter(msgspec.Struct, kw_only=True, frozen=True):
+    """Filters of GET /api/events. All given filters must match (AND)."""
+
+    project: str
+    since_ms: int | None = None  # timestamp >= since_ms
+    until_ms: int | None = None  # timestamp <= until_ms
+    name_contains: str | None = None  # ``type``: substring of the event name, case-insensitive
+    event_name: str | None = None  # exact event name
+    service_name: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    correlation_id: str | None = None
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    """Keyset position: the (timestamp, seq) of the last event of the previous page."""
+
+    timestamp: int
+    seq: int
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[Event]  # newest first: ORDER BY timestamp DESC, seq DESC
+    filtered: int  # how many events match the filter in total (all pages)
+    next_cursor: Cursor | None  # None when this page is the last
+
+
+class EventCount(msgspec.Struct):
+    name: str
+    count: int
+
+
+class ServiceAggregate(msgspec.Struct, kw_only=True):
+    service_name: str | None  # None groups events sent without a serviceName
+    event_count: int
+    unique_events: int  # distinct event names
+    with_status: int  # events that carried a statusCode
+    errors: int  # events with statusCode >= 400
+    with_response_time: int  # events that carried responseTimeMs
+    response_time_sum: float
+    last_seen_ms: int  # max event timestamp
+    top_events: list[EventCount]  # by count desc, then name; at most ``top`` entries
+
+
+class DayCount(msgspec.Struct):
+    date: str  # YYYY-MM-DD (UTC)
+    count: int
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    state: bytes
+    upto_seq: int  # the snapshot includes every event of its key with seq <= upto_seq
+
+
+class Store(Protocol):
+    # lifecycle -----------------------------------------------------------------------------------
+    async def run(self, *, task_status: object = ...) -> None:
+        """Open the backend, run the group-commit writer until cancelled, then flush and close."""
+
+    async def ping(self) -> None:
+        """Raise StoreError if the backend cannot serve a read right now."""
+
+    # projects ------------------------------------------------------------------------------------
+    async def create_project(self, name: str) -> Project: ...
+    async def list_projects(self) -> list[Project]: ...
+    async def project_by_key(self, key: str) -> Project | None: ...
+    async def default_project(self) -> Project:
+        """The project named "default", created on first use."""
+
+    # the log -------------------------------------------------------------------------------------
+    async def append(self, events: list[Event]) -> list[AppendOutcome]:
+        """Durably store ``events`` (committed and fsynced when this returns), in order.
+
+        Events with a ``client_id`` already stored in the same project (or earlier in this same
+        call) are not stored again: their outcome is ``duplicate=True`` with the original id and seq.
+        Concurrent callers are group-committed: one transaction per group of pending appends.
+        """
+
+    async def query_events(self, flt: EventFilter, *, limit: int, cursor: Cursor | None) -> EventPage: ...
+    async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
+        """Events of ``project`` with seq > after_seq, oldest first (stream resume)."""
+
+    async def session_events(self, project: str, session_id: str, after_seq: int) -> list[Event]:
+        """All events of one session with seq > after_seq, oldest first (actor replay)."""
+
+    async def user_events(self, project: str, user_id: str, after_seq: int) -> list[Event]:
+        """All events of one user with seq > after_seq, oldest first (actor replay)."""
+
+    async def max_seq(self) -> int: ...
+
+    # aggregates (never scan the log) ---------------------------------------------------------------
+    async def count_events(self, project: str) -> int: ...
+    async def service_names(self, project: str) -> list[str]: ...
+    async def service_stats(
+        self,
+        project: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        service_name: str | None = None,
+        top: int = 10,
+    ) -> list[ServiceAggregate]: ...
+    async def top_events(
+        self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
+    ) -> list[EventCount]: ...
+    async def per_day(
+        self, project: str, *, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[DayCount]: ...
+
+    # actor snapshots -----------------------------------------------------------------------------
+    async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None: ...
+    async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None: ...

@@ -1,0 +1,630 @@
+"""The embedded SQLite backend of the Store: one file, one writer, group commit.
+
+Layout: ``<data_dir>/pulse.db`` in WAL mode, so readers never block the writer nor each other.
+
+Writes: every append and snapshot goes through a bounded trio memory channel to one writer task.
+The writer takes one pending write, drains every other pending write without waiting, and stores
+them all in ONE transaction (one fsync with ``synchronous=FULL``), then wakes every waiter. There is
+no timer: while a commit runs, new writes queue up, so groups grow exactly as fast as the disk is
+slow. The SQL itself runs on a worker thread (``trio.to_thread`` behind a CapacityLimiter(1)), so
+the writer connection is only ever used by one thread at a time and never by the trio thread.
+
+Reads: a small pool of read-only connections, used from worker threads behind their own limiter.
+
+Statistics come from aggregates maintained in the same transaction as the inserts (see
+``storage.sqlite_aggregates``); they never scan the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar, cast
+
+import msgspec
+import trio
+
+from protocol.record import AppendOutcome, Event
+from storage import sqlite_aggregates as agg
+from storage import sqlite_schema as sql
+from storage.base import (
+    MAX_PAGE,
+    Cursor,
+    DayCount,
+    EventCount,
+    EventFilter,
+    EventPage,
+    Project,
+    ServiceAggregate,
+    Snapshot,
+    StoreUnavailable,
+)
+
+DB_FILE: Final = "pulse.db"
+DEFAULT_PROJECT: Final = "default"
+WRITE_QUEUE_BATCHES: Final = 4096  # pending appends/snapshots before append() waits for room
+READ_CONNECTIONS: Final = 4
+APPEND_TIMEOUT_S: Final = 30.0  # queueing + commit; past it the caller gets StoreUnavailable
+SHUTDOWN_FLUSH_S: Final = 5.0  # time given to commit what was already handed to the writer
+SHUTDOWN_CLOSE_S: Final = 5.0
+BUSY_TIMEOUT_MS: Final = 5_000
+WRITER_CACHE_KIB: Final = 65_536  # keeps the hot index pages of the event log in memory
+JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # truncate the WAL back to this after checkpoints
+# Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: hot index pages rewritten by many
+# commits are copied back to the database once, not ten times (+10-25% appends measured).
+WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
+SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
+SnapshotRow = tuple[str, str, str, bytes, int]
+Known = dict[tuple[str, str], tuple[str, int]]  # (project, client_id) -> (id, seq)
+
+
+class _Write:
+    """One append (or snapshot) handed to the writer, and what became of it."""
+
+    __slots__ = ("events", "snapshot", "outcomes", "error", "done")
+
+    def __init__(self, events: Sequence[Event], snapshot: SnapshotRow | None = None) -> None:
+        self.events = events
+        self.snapshot = snapshot
+        self.outcomes: list[AppendOutcome] = []
+        self.error: str | None = None  # set instead of outcomes when the group failed
+        self.done = trio.Event()
+
+
+class _ReadPool:
+    """Read-only connections, each lent to one worker thread at a time.
+
+    Lending (rather than one connection per thread via threading.local) keeps the count bounded
+    by the read limiter even though trio's worker threads come and go, and lets close() reach them.
+    """
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._take()
+        try:
+            return fn(conn)
+        finally:
+            self._give_back(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("store is closed")
+            if self._idle:
+                return self._idle.pop()
+        return _open_reader(self._path)
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+
+def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    conn.execute("PRAGMA query_only = 1")
+    # SQLite's lower() folds ASCII only; non-ASCII ``type`` filters use Python's (see _where).
+    conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
+    return conn
+
+
+class SqliteStore:
+    """The Store on an embedded SQLite database in ``data_dir``.
+
+    ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,
+    so a returned append survives power loss; NORMAL survives a process crash but not power loss.
+    """
+
+    def __init__(self, data_dir: pathlib.Path, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)!r}, not {synchronous!r}")
+        self._path = pathlib.Path(data_dir) / DB_FILE
+        self._synchronous = synchronous.upper()
+        self._send, self._receive = trio.open_memory_channel[_Write](WRITE_QUEUE_BATCHES)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
+        self._readers = _ReadPool(self._path)
+        self._writer: sqlite3.Connection | None = None  # touched only under _write_limiter
+        self._next_seq = 1  # touched only under _write_limiter
+        self._max_seq = 0  # highest committed seq, read by the trio thread
+        self._state = _NEW
+        self._projects: dict[str, Project] = {}  # public and secret key -> Project (immutable)
+        # project id -> events.project_num. Filled only with committed numbers, which never
+        # change, from the writer and reader threads alike (a dict store is atomic).
+        self._project_nums: dict[str, int] = {}
+        self._default: Project | None = None
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The database file."""
+        return self._path
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def run(self, *, task_status: object = trio.TASK_STATUS_IGNORED) -> None:
+        # ``object`` matches Store.run; nursery.start always passes a TaskStatus.
+        status = cast("trio.TaskStatus[None]", task_status)
+        if self._state != _NEW:
+            raise RuntimeError(f"store already {self._state}: run() may be called once")
+        self._state = _CLOSING  # until opened: writes are refused, shutdown still cleans up
+        try:
+            await trio.to_thread.run_sync(self._open, limiter=self._write_limiter)
+            self._state = _RUNNING
+            status.started()
+            await self._write_loop()
+        finally:
+            await self._shutdown()
+
+    async def ping(self) -> None:
+        await self._read(_ping)
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            _configure_writer(conn, self._synchronous)
+            sql.migrate(conn)
+            self._next_seq = conn.execute(sql.SELECT_MAX_SEQ).fetchone()[0] + 1
+            self._default = _ensure_project(conn, DEFAULT_PROJECT)
+        except BaseException:
+            conn.close()
+            raise
+        self._writer = conn
+        self._max_seq = self._next_seq - 1
+        self._remember(self._default)
+
+    async def _shutdown(self) -> None:
+        """Commit what was already handed over, fail the rest, close every connection."""
+        self._state = _CLOSING
+        with trio.move_on_after(SHUTDOWN_FLUSH_S) as scope:
+            scope.shield = True
+            while group := self._drain():
+                await self._commit(group)
+        self._fail_queued("store closed before the write was committed")
+        self._receive.close()  # wakes appends blocked on a full queue: they get StoreUnavailable
+        with trio.move_on_after(SHUTDOWN_CLOSE_S) as scope:
+            scope.shield = True
+            await trio.to_thread.run_sync(self._close, limiter=self._write_limiter, abandon_on_cancel=True)
+        self._state = _CLOSED
+
+    def _close(self) -> None:
+        self._readers.close()
+        if self._writer is not None:
+            self._writer.execute("PRAGMA optimize")  # refresh planner statistics where stale
+            self._writer.close()  # the last connection out checkpoints and removes the WAL
+            self._writer = None
+
+    # projects -----------------------------------------------------------------------------------
+    async def create_project(self, name: str) -> Project:
+        self._require_running()
+        project = await trio.to_thread.run_sync(self._insert_project, name, limiter=self._write_limiter)
+        self._remember(project)
+        return project
+
+    def _insert_project(self, name: str) -> Project:
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        try:
+            return _insert_project(self._writer, name)
+        except sqlite3.IntegrityError:
+            raise ValueError(f"project {name!r} already exists") from None
+
+    async def list_projects(self) -> list[Project]:
+        return await self._read(_list_projects)
+
+    async def project_by_key(self, key: str) -> Project | None:
+        # Projects never change, so after the first lookup a key costs no thread hop. Unknown
+        # keys are not remembered: a project created elsewhere must become visible.
+        project = self._projects.get(key)
+        if project is None:
+            project = await self._read(lambda conn: _project_by_key(conn, key))
+            if project is not None:
+                self._remember(project)
+        return project
+
+    async def default_project(self) -> Project:
+        self._require_running()
+        assert self._default is not None  # set by _open before the store runs
+        return self._default
+
+    def _remember(self, project: Project) -> None:
+        self._projects[project.public_key] = project
+        self._projects[project.secret_key] = project
+
+    # the log: writes ----------------------------------------------------------------------------
+    async def append(self, events: list[Event]) -> list[AppendOutcome]:
+        if not events:
+            return []
+        write = _Write(events)
+        await self._submit(write)
+        return write.outcomes
+
+    async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None:
+        # Snapshots ride the same group commit as appends: no transaction of their own.
+        await self._submit(_Write((), (project, kind, key, snapshot.state, snapshot.upto_seq)))
+
+    async def _submit(self, write: _Write) -> None:
+        self._require_running()
+        with trio.move_on_after(APPEND_TIMEOUT_S):
+            try:
+                await self._send.send(write)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise StoreUnavailable("store is closed") from None
+            await write.done.wait()
+        if not write.done.is_set():
+            # It may still commit later; clients retry with their client ids, which dedup.
+            raise StoreUnavailable(f"write not committed within {APPEND_TIMEOUT_S!r} s")
+        if write.error is not None:
+            raise StoreUnavailable(write.error)
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._receive.receive()
+            group = self._drain(first)
+            # Taken off the queue means owned: a cancellation (shutdown) while this group waits
+            # for the write limiter must not drop it. It lands first; the next receive() stops us.
+            with trio.CancelScope(shield=True):
+                await self._commit(group)
+
+    def _drain(self, first: _Write | None = None) -> list[_Write]:
+        """``first`` plus every write already waiting; never waits for more."""
+        group = [] if first is None else [first]
+        while True:
+            try:
+                group.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return group
+
+    async def _commit(self, group: list[_Write]) -> None:
+        try:
+            outcomes = await trio.to_thread.run_sync(self._write_group, group, limiter=self._write_limiter)
+        except Exception as exc:  # the writer survives; this group's callers get StoreUnavailable
+            log.exception("group commit of %d writes failed", len(group))
+            _fail(group, f"write failed: {exc!r}")
+            return
+        except BaseException:  # cancelled before the commit began (shutdown deadline)
+            _fail(group, "store closed before the write was committed")
+            raise
+        for write, outcome in zip(group, outcomes, strict=True):
+            write.outcomes = outcome
+            write.done.set()
+
+    def _fail_queued(self, reason: str) -> None:
+        _fail(self._drain(), reason)
+
+    def _write_group(self, group: list[_Write]) -> list[list[AppendOutcome]]:
+        """One transaction for the whole group (runs on the writer thread)."""
+        conn = self._writer
+        if conn is None:
+            raise StoreUnavailable("store is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            nums, new_nums = self._project_nums_of(conn, group)
+            known = _known_client_ids(conn, group, nums)
+            outcomes, rows, stored, next_seq = _plan_group(group, nums, known, self._next_seq)
+            conn.executemany(sql.INSERT_EVENT, rows)
+            _upsert_aggregates(conn, stored)
+            conn.executemany(sql.UPSERT_SNAPSHOT, [w.snapshot for w in group if w.snapshot is not None])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._next_seq = next_seq
+        self._max_seq = next_seq - 1  # an int store: atomic, and only ever moves forward
+        self._project_nums.update(new_nums)
+        return outcomes
+
+    def _project_nums_of(
+        self, conn: sqlite3.Connection, group: list[_Write]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The project_num of every project in the group, and those numbered by this transaction
+        (cached only once it commits)."""
+        nums: dict[str, int] = {}
+        new: dict[str, int] = {}
+        for write in group:
+            for ev in write.events:
+                project = ev.project
+                if project not in nums:
+                    num = self._project_nums.get(project) or _lookup_project_num(conn, project)
+                    if num is None:
+                        num = new[project] = conn.execute(sql.INSERT_PROJECT_NUM, (project,)).lastrowid or 0
+                    nums[project] = num
+        return nums, new
+
+    def _num(self, conn: sqlite3.Connection, project: str) -> int:
+        """The project_num of ``project`` for a read; 0 (matching nothing) if it has no events."""
+        num = self._project_nums.get(project)
+        if num is None:
+            num = _lookup_project_num(conn, project)
+            if num is None:
+                return 0
+            self._project_nums[project] = num
+        return num
+
+    # the log: reads -----------------------------------------------------------------------------
+    async def query_events(self, flt: EventFilter, *, limit: int, cursor: Cursor | None) -> EventPage:
+        assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
+        return await self._read(
+            lambda conn: _query_events(conn, self._num(conn, flt.project), flt, limit, cursor)
+        )
+
+    async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
+        return await self._events(project, sql.SELECT_EVENTS_AFTER, after_seq, limit)
+
+    async def session_events(self, project: str, session_id: str, after_seq: int) -> list[Event]:
+        return await self._events(project, sql.SELECT_SESSION_EVENTS, session_id, after_seq)
+
+    async def user_events(self, project: str, user_id: str, after_seq: int) -> list[Event]:
+        return await self._events(project, sql.SELECT_USER_EVENTS, user_id, after_seq)
+
+    async def _events(self, project: str, query: str, *params: object) -> list[Event]:
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(query, (self._num(conn, project), *params))
+            return [sql.event_from_row(project, row) for row in rows]
+
+        return await self._read(read)
+
+    async def max_seq(self) -> int:
+        # One writer means the highest committed seq is known here: no query needed.
+        self._require_open()
+        return self._max_seq
+
+    # aggregates ---------------------------------------------------------------------------------
+    async def count_events(self, project: str) -> int:
+        return await self._read(lambda conn: int(conn.execute(agg.COUNT_EVENTS, (project,)).fetchone()[0]))
+
+    async def service_names(self, project: str) -> list[str]:
+        return await self._read(lambda conn: [r[0] for r in conn.execute(agg.SERVICE_NAMES, (project,))])
+
+    async def service_stats(
+        self,
+        project: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        service_name: str | None = None,
+        top: int = 10,
+    ) -> list[ServiceAggregate]:
+        plan = agg.plan_range(since_ms, until_ms)
+        return await self._read(lambda conn: agg.read_service_stats(conn, project, plan, service_name, top))
+
+    async def top_events(
+        self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
+    ) -> list[EventCount]:
+        plan = agg.plan_range(since_ms, until_ms)
+        return await self._read(lambda conn: agg.read_top_events(conn, project, plan, limit))
+
+    async def per_day(
+        self, project: str, *, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[DayCount]:
+        plan = agg.plan_range(since_ms, until_ms)
+        return await self._read(lambda conn: agg.read_per_day(conn, project, plan))
+
+    # snapshots ----------------------------------------------------------------------------------
+    async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:
+        row = await self._read(
+            lambda conn: conn.execute(sql.SELECT_SNAPSHOT, (project, kind, key)).fetchone()
+        )
+        return None if row is None else Snapshot(state=row[0], upto_seq=row[1])
+
+    # plumbing -----------------------------------------------------------------------------------
+    def _require_running(self) -> None:
+        if self._state != _RUNNING:
+            raise StoreUnavailable(f"store is {self._state}")
+
+    def _require_open(self) -> None:
+        # Reads stay possible while the final writes are flushed.
+        if self._state not in (_RUNNING, _CLOSING) or self._writer is None:
+            raise StoreUnavailable(f"store is {self._state}")
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._require_open()
+        try:
+            return await trio.to_thread.run_sync(self._readers.run, fn, limiter=self._read_limiter)
+        except sqlite3.ProgrammingError:
+            raise  # a bug, not an outage
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f"read failed: {exc!r}") from None
+
+
+def _fail(group: list[_Write], reason: str) -> None:
+    for write in group:
+        write.error = reason
+        write.done.set()
+
+
+# Writer-thread helpers ----------------------------------------------------------------------------
+def _configure_writer(conn: sqlite3.Connection, synchronous: str) -> None:
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise StoreUnavailable(f"cannot enable WAL mode (journal mode stays {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+    conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB:d}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT:d}")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
+
+
+def _lookup_project_num(conn: sqlite3.Connection, project: str) -> int | None:
+    row = conn.execute(sql.SELECT_PROJECT_NUM, (project,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _known_client_ids(conn: sqlite3.Connection, group: list[_Write], nums: dict[str, int]) -> Known:
+    """The stored (id, seq) of every client id the group mentions, one query per project."""
+    wanted: dict[str, list[str]] = {}
+    for write in group:
+        for ev in write.events:
+            if ev.client_id is not None:
+                wanted.setdefault(ev.project, []).append(ev.client_id)
+    known: Known = {}
+    for project, client_ids in wanted.items():
+        ids_json = msgspec.json.encode(client_ids).decode()
+        for client_id, event_id, seq in conn.execute(sql.SELECT_CLIENT_IDS, (nums[project], ids_json)):
+            known[(project, client_id)] = (event_id, seq)
+    return known
+
+
+def _plan_group(
+    group: list[_Write], nums: dict[str, int], known: Known, seq: int
+) -> tuple[list[list[AppendOutcome]], list[tuple[object, ...]], list[Event], int]:
+    """Assign seqs in order and drop duplicates (stored before, or earlier in this group).
+
+    The hot loop of ingestion: one row tuple and one outcome per event, nothing else.
+    """
+    outcomes: list[list[AppendOutcome]] = []
+    rows: list[tuple[object, ...]] = []
+    stored: list[Event] = []
+    for write in group:
+        out: list[AppendOutcome] = []
+        for ev in write.events:
+            client_id = ev.client_id
+            if client_id is not None:
+                key = (ev.project, client_id)
+                original = known.get(key)
+                if original is not None:
+                    out.append(AppendOutcome(original[0], original[1], True))
+                    continue
+                known[key] = (ev.id, seq)
+            rows.append(sql.event_row(seq, nums[ev.project], ev))
+            stored.append(ev)
+            out.append(AppendOutcome(ev.id, seq, False))
+            seq += 1
+        outcomes.append(out)
+    return outcomes, rows, stored, seq
+
+
+def _upsert_aggregates(conn: sqlite3.Connection, stored: list[Event]) -> None:
+    if not stored:
+        return
+    minutes, days, totals = agg.rollup(agg.fold_minutes(stored))
+    conn.executemany(sql.UPSERT_AGG_MINUTE, minutes)
+    conn.executemany(sql.UPSERT_AGG_DAY, days)
+    conn.executemany(sql.UPSERT_AGG_TOTAL, totals)
+
+
+def _new_project(name: str) -> Project:
+    token = secrets.token_urlsafe
+    return Project(
+        id="prj_" + secrets.token_hex(6),
+        name=name,
+        public_key="pk_" + token(24),
+        secret_key="sk_" + token(24),
+        created_at=time.time_ns() // 1_000_000,
+    )
+
+
+def _insert_project(conn: sqlite3.Connection, name: str) -> Project:
+    project = _new_project(name)
+    conn.execute(sql.INSERT_PROJECT, msgspec.structs.astuple(project))
+    return project
+
+
+def _ensure_project(conn: sqlite3.Connection, name: str) -> Project:
+    row = conn.execute(sql.SELECT_PROJECT_BY_NAME, (name,)).fetchone()
+    return Project(*row) if row is not None else _insert_project(conn, name)
+
+
+# Reader-thread helpers ----------------------------------------------------------------------------
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+def _list_projects(conn: sqlite3.Connection) -> list[Project]:
+    return [Project(*row) for row in conn.execute(sql.SELECT_PROJECTS)]
+
+
+def _project_by_key(conn: sqlite3.Connection, key: str) -> Project | None:
+    row = conn.execute(sql.SELECT_PROJECT_BY_KEY, (key,)).fetchone()
+    return None if row is None else Project(*row)
+
+
+def _where(num: int, flt: EventFilter) -> tuple[str, list[object]]:
+    """The WHERE clause of a filter; the same filter shape always yields the same SQL text."""
+    clauses = ["project_num = ?"]
+    params: list[object] = [num]
+    for column, op, value in (
+        ("timestamp", ">=", flt.since_ms),
+        ("timestamp", "<=", flt.until_ms),
+        ("name", "=", flt.event_name),
+        ("service_name", "=", flt.service_name),
+        ("user_id", "=", flt.user_id),
+        ("session_id", "=", flt.session_id),
+        ("correlation_id", "=", flt.correlation_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    if flt.name_contains is not None:
+        # instr() rather than LIKE: no wildcard characters to escape in the user's text.
+        fold = "lower" if flt.name_contains.isascii() else "unicode_lower"
+        clauses.append(f"instr({fold}(name), ?) > 0")
+        params.append(flt.name_contains.lower())
+    return " AND ".join(clauses), params
+
+
+def _index_hint(flt: EventFilter) -> str:
+    """Pin the index of a session or correlation filter: their indexes do not end in timestamp,
+    and without statistics the planner would rather walk events_time in order than sort a few rows."""
+    if flt.session_id is not None:
+        return " INDEXED BY events_session"
+    if flt.correlation_id is not None:
+        return " INDEXED BY events_correlation"
+    return ""
+
+
+def _is_project_only(flt: EventFilter) -> bool:
+    return flt == EventFilter(project=flt.project)
+
+
+def _query_events(
+    conn: sqlite3.Connection, num: int, flt: EventFilter, limit: int, cursor: Cursor | None
+) -> EventPage:
+    where, params = _where(num, flt)
+    page_where, page_params = where, list(params)
+    if cursor is not None:
+        # The redundant ``timestamp <= ?`` gives the planner an index range to seek to.
+        page_where += " AND timestamp <= ? AND (timestamp < ? OR seq < ?)"
+        page_params += [cursor.timestamp, cursor.timestamp, cursor.seq]
+    page_sql = (
+        f"SELECT {sql.EVENT_COLUMNS} FROM events{_index_hint(flt)} WHERE {page_where}"
+        " ORDER BY timestamp DESC, seq DESC LIMIT ?"
+    )
+    conn.execute("BEGIN")  # one snapshot for the page and its count
+    try:
+        rows = conn.execute(page_sql, (*page_params, limit + 1)).fetchall()
+        if _is_project_only(flt):  # the common unfiltered view: the aggregate has the count
+            filtered = conn.execute(agg.COUNT_EVENTS, (flt.project,)).fetchone()[0]
+        else:
+            count_sql = f"SELECT count(*) FROM events{_index_hint(flt)} WHERE {where}"
+            filtered = conn.execute(count_sql, params).fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    events = [sql.event_from_row(flt.project, row) for row in rows[:limit]]
+    next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
+    return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
