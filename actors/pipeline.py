@@ -25,6 +25,9 @@ log = logging.getLogger("pulse.ingest")
 
 STORE_TIMEOUT_S: Final = 10.0  # an append not committed by then is answered 503 (and may still land)
 PROCESS_TIMEOUT_S: Final = 5.0  # actors must take and process a batch within this
+BACKPRESSURE_S: Final = 2.0  # how long a request waits for room in full actor mailboxes before 503
+
+ActorRequests = list[tuple[tuple[str, str, str], Any]]
 
 
 class Overloaded(Exception):
@@ -56,6 +59,7 @@ class IngestPipeline:
     async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
         """Store ``events`` durably, process the new ones, publish them. ``started`` = perf_counter()
         at receipt. Raises Overloaded (nothing acknowledged) or StoreError."""
+        await self._wait_for_room(events)
         outcomes: list[AppendOutcome] = []
         if events:
             with trio.move_on_after(STORE_TIMEOUT_S) as scope:
@@ -76,21 +80,22 @@ class IngestPipeline:
         self.metrics.count_ingest(len(fresh), duplicates, rejected, elapsed_ms)
         return IngestResult(outcomes, processed, elapsed_ms, sessions)
 
+    async def _wait_for_room(self, events: list[Event]) -> None:
+        """Push back before anything is stored: when an actor this request needs has a full
+        mailbox, wait for room, and answer 503 (Overloaded) if that lasts BACKPRESSURE_S. Refusing
+        before the commit means a client's retry can never store an event twice."""
+        keys = {("session", e.project, e.session_id) for e in events if e.session_id}
+        keys |= {("user", e.project, e.user_id) for e in events if e.user_id}
+        if await self.actors.wait_for_room(keys, timeout=BACKPRESSURE_S):
+            return
+        self.metrics.drops["backpressure_503"] += 1
+        raise Overloaded("live processing is saturated; retry later", retry_after=1.0)
+
     async def _process(self, fresh: list[Event]) -> tuple[bool, dict[str, Any]]:
         """Tell each session and user actor its share of the batch: one message per actor."""
         if not fresh:
             return True, {}
-        by_session: dict[tuple[str, str], list[Event]] = defaultdict(list)
-        by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
-        for event in fresh:
-            if event.session_id:
-                by_session[(event.project, event.session_id)].append(event)
-            if event.user_id:
-                by_user[(event.project, event.user_id)].append(event)
-        requests: list[tuple[tuple[str, str, str], Any]] = [
-            (("session", project, sid), ApplyEvents(events=evs)) for (project, sid), evs in by_session.items()
-        ]
-        requests += [(("user", project, uid), ApplyEvents(events=evs)) for (project, uid), evs in by_user.items()]
+        requests = _requests(fresh)
         if not requests:
             return True, {}
         try:
@@ -121,3 +126,19 @@ class IngestPipeline:
                 view = sessions[event.session_id]
                 attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
                 hub.publish(project, KIND_METRICS, attrs, metrics_message(view))
+
+
+def _requests(events: list[Event]) -> ActorRequests:
+    """One ApplyEvents message per session actor and per user actor the events concern."""
+    by_session: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
+    for event in events:
+        if event.session_id:
+            by_session[(event.project, event.session_id)].append(event)
+        if event.user_id:
+            by_user[(event.project, event.user_id)].append(event)
+    requests: ActorRequests = [
+        (("session", project, sid), ApplyEvents(events=evs)) for (project, sid), evs in by_session.items()
+    ]
+    requests += [(("user", project, uid), ApplyEvents(events=evs)) for (project, uid), evs in by_user.items()]
+    return requests

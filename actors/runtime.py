@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import msgspec
@@ -139,7 +139,7 @@ class _Cell:
 
     __slots__ = (
         "key", "send", "recv", "instance", "crash_times", "last_error", "retiring", "stopped",
-        "current", "finished",
+        "current", "finished", "room",
     )  # fmt: skip
 
     def __init__(self, key: ActorKey, mailbox_size: int) -> None:
@@ -152,6 +152,7 @@ class _Cell:
         self.stopped = False  # too many crashes
         self.current: _Envelope | None = None  # the message being handled
         self.finished = trio.Event()
+        self.room: trio.Event | None = None  # set when a message leaves a full mailbox
 
 
 class ActorSystem:
@@ -319,6 +320,28 @@ class ActorSystem:
                     await trio.lowlevel.checkpoint()
         raise MailboxFull(key)
 
+    def _full_cell(self, key: ActorKey) -> _Cell | None:
+        cell = self._cells.get(key)
+        if cell is None:
+            return None
+        stats = cell.send.statistics()
+        return cell if stats.current_buffer_used >= stats.max_buffer_size else None
+
+    async def wait_for_room(self, keys: Iterable[ActorKey], *, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until none of ``keys`` has a full mailbox; False if that takes longer than timeout.
+
+        The ingest path calls this before committing, so pushing back never leaves an event
+        stored but unprocessed, and a client's retry after a 503 cannot store it twice.
+        """
+        with trio.move_on_after(timeout):
+            for key in keys:
+                while (cell := self._full_cell(key)) is not None:
+                    if cell.room is None:
+                        cell.room = trio.Event()
+                    await cell.room.wait()
+            return True
+        return False
+
     def _forget(self, cell: _Cell) -> None:
         if self._cells.get(cell.key) is cell:
             del self._cells[cell.key]
@@ -377,9 +400,13 @@ class ActorSystem:
                 return None
         with trio.move_on_after(self._idle_ttl) as idle:
             try:
-                return await cell.recv.receive()
+                envelope = await cell.recv.receive()
             except trio.EndOfChannel:  # drain() closed the mailbox and it is now empty
                 return None
+            if cell.room is not None:
+                cell.room.set()
+                cell.room = None
+            return envelope
         if idle.cancelled_caught:
             self._passivations += 1
         return None

@@ -401,3 +401,25 @@ async def test_drain_is_bounded_by_its_deadline(autojump_clock: MockClock, nurse
     begin = trio.current_time()
     await system.drain(deadline=7)
     assert trio.current_time() == begin + 7
+
+
+async def test_wait_for_room_times_out_then_succeeds_when_the_actor_catches_up(
+    autojump_clock: MockClock, nursery: trio.Nursery
+) -> None:
+    system, _, probe = await start(nursery, mailbox_size=1)
+    results: list[Any] = []
+    assert await system.wait_for_room([KEY], timeout=1)  # no live actor: nothing to wait for
+    await ask_in_background(nursery, system, KEY, "block", results)
+    await ask_in_background(nursery, system, KEY, "x", results)  # fills the one-slot mailbox
+    begin = trio.current_time()
+    assert not await system.wait_for_room([OTHER, KEY], timeout=2)
+    assert trio.current_time() == begin + 2
+
+    async def release() -> None:
+        await trio.sleep(1)
+        probe.gate.set()
+
+    nursery.start_soon(release)
+    begin = trio.current_time()
+    assert await system.wait_for_room([KEY], timeout=5)
+    assert trio.current_time() == begin + 1
