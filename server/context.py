@@ -31,5 +31,9 @@ class Pulse:
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set
 
+    def begin_shutdown(self) -> None:
+        self.draining = True
+        self.shutdown.set()
+
     async def access(self, req: Request) -> Access:
         return await authenticate(self.store, key_from(req.headers, req.query), open_access=self.settings.open_access)

@@ -56,8 +56,7 @@ async def _watch_signals(pulse: Pulse) -> None:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
             break
-    pulse.draining = True
-    pulse.shutdown.set()
+    pulse.begin_shutdown()
 
 
 def banner(settings: Settings, binds: list[str], project: Project) -> str:
@@ -112,6 +111,7 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
             task_status.started(binds)
             await pulse.shutdown.wait()
             signal_scope.cancel()
+            hub.close_all()  # every socket's writer ends and closes with 1001 (reconnect)
         # hypercorn has returned: no request is in flight any more
         await actors.drain(deadline=trio.current_time() + DRAIN_TIMEOUT_S)
         hub.close_all()

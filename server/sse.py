@@ -77,7 +77,6 @@ async def stream(pulse: Pulse, req: Request, send: Send, *, behavioral: bool) ->
         await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_disconnect, req, nursery.cancel_scope)
-            nursery.start_soon(_watch_shutdown, pulse, nursery.cancel_scope)
             await _pump(pulse, sub, send, behavioral, resume_from)
             nursery.cancel_scope.cancel()
         with trio.move_on_after(1) as cleanup:
@@ -95,11 +94,6 @@ async def _watch_disconnect(req: Request, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _watch_shutdown(pulse: Pulse, scope: trio.CancelScope) -> None:
-    await pulse.shutdown.wait()
-    scope.cancel()
-
-
 async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, resume_from: int | None) -> None:
     replayed_upto = 0
     if resume_from is not None:
@@ -112,7 +106,7 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
             try:
                 frame = await sub.frames.receive()
             except trio.EndOfChannel:
-                return  # evicted as slow (the hub counted it) or unsubscribed
+                return  # evicted as slow (the hub counted it), or the server is shutting down
             if frame.seq and frame.seq <= replayed_upto:
                 continue  # already sent by the replay
             await send({"type": "http.response.body", "body": _frame(frame.data, frame.seq), "more_body": True})

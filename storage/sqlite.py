@@ -485,7 +485,7 @@ def _known_client_ids(conn: sqlite3.Connection, group: list[_Write], nums: dict[
     known: Known = {}
     for project, client_ids in wanted.items():
         ids_json = msgspec.json.encode(client_ids).decode()
-        for client_id, event_id, seq in conn.execute(sql.SELECT_CLIENT_IDS, (nums[project], ids_json)):
+        for client_id, event_id, seq in conn.execute(sql.SELECT_CLIENT_IDS, (ids_json, nums[project])):
             known[(project, client_id)] = (event_id, seq)
     return known
 
