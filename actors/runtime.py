@@ -584,6 +584,11 @@ class ProjectionActor(Generic[StateT, ViewT]):
         """Fold ``events`` (already ordered by event_order) into ``self.state``. Must not raise."""
         raise NotImplementedError
 
+    def summary(self) -> Any:
+        """The reply to ApplyEvents: what the ingest path publishes. Cheaper than view() where
+        the view carries lists (pages, sessions); the default is the view itself."""
+        return self.view()
+
     def view(self) -> ViewT:
         raise NotImplementedError
 
@@ -614,7 +619,7 @@ class ProjectionActor(Generic[StateT, ViewT]):
                 self.apply(fresh)
                 self.applied_upto = max(self.applied_upto, max(event.seq for event in fresh))
                 self.dirty = True
-            return self.view()
+            return self.summary()
         if isinstance(msg, GetView):
             return self.view()
         raise TypeError(f"actor {self.key!r} cannot handle a {type(msg).__name__!r} message")

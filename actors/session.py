@@ -20,7 +20,7 @@ from actors.payload import extract, is_page_view
 from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
 from protocol.record import Event
 
-__all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionView", "PAGES_KEPT", "KIND"]
+__all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummary", "SessionView", "PAGES_KEPT", "KIND"]
 
 KIND: Final = "session"
 PAGES_KEPT: Final = 100
@@ -72,6 +72,24 @@ class SessionView(msgspec.Struct, kw_only=True, rename="camel"):
     started_at: int | None  # min event timestamp, unix ms
     last_activity: int | None  # max event timestamp, unix ms
     last_event_type: str | None  # name of the latest event by (timestamp, seq)
+
+
+class SessionSummary(msgspec.Struct, kw_only=True, rename="camel"):
+    """The session's live metrics after a batch (the ``session`` of stream messages): the view
+    without its page list, so each ingest does not rebuild up to PAGES_KEPT page objects."""
+
+    session_id: str
+    user_id: str | None
+    device_type: str | None
+    event_count: int
+    page_views: int
+    current_page: str | None
+    time_on_page_ms: int
+    scroll_depth: float
+    max_scroll_depth: float
+    started_at: int | None
+    last_activity: int | None
+    last_event_type: str | None
 
 
 def _page_order(page: PageState) -> tuple[int, int]:
@@ -136,6 +154,25 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             page.scroll = max(page.scroll, depth)
         elif state.pages_dropped == 0:  # before the first page view (not a dropped page's scroll)
             state.unpaged_scroll = max(state.unpaged_scroll, depth)
+
+    def summary(self) -> SessionSummary:
+        state = self.state
+        current = state.pages[-1] if state.pages else None
+        time_on_page = max(0, (state.last_activity or 0) - current.entered_at) if current else 0
+        return SessionSummary(
+            session_id=state.session_id,
+            user_id=state.user_id,
+            device_type=state.device_type,
+            event_count=state.event_count,
+            page_views=state.page_views,
+            current_page=current.url if current else None,
+            time_on_page_ms=time_on_page,
+            scroll_depth=current.scroll if current else state.unpaged_scroll,
+            max_scroll_depth=state.max_scroll,
+            started_at=state.started_at,
+            last_activity=state.last_activity,
+            last_event_type=state.last_event_type,
+        )
 
     def view(self) -> SessionView:
         state = self.state

@@ -90,6 +90,16 @@ class UserView(msgspec.Struct, kw_only=True, rename="camel"):
     last_activity: int | None  # unix ms
 
 
+class UserSummary(msgspec.Struct, kw_only=True, rename="camel"):
+    """The reply to ApplyEvents: counts only (the full view sorts sessions and devices)."""
+
+    user_id: str
+    event_count: int
+    sessions: int
+    devices: int
+    last_activity: int | None
+
+
 class UserActor(ProjectionActor[UserState, UserView]):
     state_type = UserState
 
@@ -159,6 +169,16 @@ class UserActor(ProjectionActor[UserState, UserView]):
             device.last_session_id, device.last_order = session_id, order
         if page is not None and order >= device.page_order:
             device.current_page, device.page_order = page, order
+
+    def summary(self) -> UserSummary:
+        state = self.state
+        return UserSummary(
+            user_id=state.user_id,
+            event_count=state.event_count,
+            sessions=len(state.sessions),
+            devices=len(state.devices),
+            last_activity=state.last_activity,
+        )
 
     def view(self) -> UserView:
         state = self.state

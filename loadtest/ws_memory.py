@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 import trio
 from trio_websocket import open_websocket_url
 
-BROWSER_HEADERS = [
+BROWSER_HEADERS: list[tuple[bytes, bytes]] = [(k.encode(), v.encode()) for k, v in [
     ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"),
     ("Origin", "http://localhost:3000"),
     ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
     ("Accept-Language", "en-US,en;q=0.9"),
     ("Cache-Control", "no-cache"),
-]
+]]
 
 
 def rss_kib(pid: int) -> int:

@@ -7,6 +7,7 @@ Batches are decoded item by item so that one bad event rejects only itself.
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import UTC, datetime
 from typing import Final, TypeVar
@@ -49,6 +50,8 @@ def decode_as(kind: type[T], data: bytes, *, msgpack: bool = False, root: str = 
         return _decoder(kind, msgpack).decode(data)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise from_msgspec(exc, root=root) from None
+    except RecursionError:
+        raise InvalidInput(root, "json is nested too deeply", code="malformed_json") from None
 
 
 def as_json(data: bytes, *, msgpack: bool) -> bytes:
@@ -58,8 +61,13 @@ def as_json(data: bytes, *, msgpack: bool) -> bytes:
     return _json_encoder.encode(msgspec.msgpack.decode(data))
 
 
+_ID_PREFIX: Final = "evt_" + os.urandom(6).hex()  # random per process: ids never collide across restarts
+_id_counter = itertools.count(1)
+
+
 def new_event_id() -> str:
-    return "evt_" + os.urandom(10).hex()
+    """A unique event id: the process's random prefix and a counter (no syscall per event)."""
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
 def iso_ms(ms: int) -> str:

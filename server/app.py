@@ -18,7 +18,7 @@ from protocol.errors import InvalidInput, error_body
 from server import ingest_routes, sse
 from server.auth import AuthError
 from server.context import Pulse
-from server.http import Message, Receive, Request, Scope, Send, encode_json, respond
+from server.http import Exchange, Message, Receive, Request, Scope, Send, encode_json, respond
 from server.read_app import create_read_app
 from server.ws import websocket_endpoint
 from storage.base import StoreError
@@ -26,6 +26,8 @@ from storage.base import StoreError
 log = logging.getLogger("pulse.http")
 
 TRACK_PREFIX: Final = "/api/events/track/"
+STREAM_PATHS: Final = ("/api/events/stream", "/api/v1/behavioral/stream")
+POST_ONLY: Final = ("/api/v1/behavioral/events", "/api/v1/behavioral/batch", "/api/events/track/batch")
 _json = msgspec.json.Encoder()
 
 
@@ -81,22 +83,14 @@ class PulseApp:
         if method == "OPTIONS":
             await respond(send, 200, b"", content_type=b"text/plain", headers=pulse.cors.preflight_headers(origin))
             return
-        status = 500
-        send = pulse.cors.wrap(send, origin)
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        exchange = Exchange(scope, receive, send, pulse.cors.headers_for(origin))
         try:
-            handled = await self.route(method, path, scope, receive, tracking_send, started)
+            handled = await self.route(method, path, scope, exchange.receive, exchange.send, started)
             if not handled:
-                await self.read_app(scope, receive, tracking_send)
+                await self.read_app(scope, exchange.receive, exchange.send)
         finally:
-            if path not in ("/api/events/stream", "/api/v1/behavioral/stream"):
-                pulse.metrics.count_response(status, (time.perf_counter() - started) * 1000)
+            if path not in STREAM_PATHS:
+                pulse.metrics.count_response(exchange.status, (time.perf_counter() - started) * 1000)
 
     async def route(self, method: str, path: str, scope: Scope, receive: Receive, send: Send, started: float) -> bool:
         pulse = self.pulse
@@ -112,6 +106,10 @@ class PulseApp:
                 handler = lambda req: ingest_routes.behavioral_batch(pulse, req, send, started)  # noqa: E731
             else:
                 return False
+        elif path in POST_ONLY or path.startswith(TRACK_PREFIX):
+            body = {"success": False, "error": {"code": "method_not_allowed", "reason": f"method {method} not allowed on {path!r}; use POST"}}
+            await respond(send, 405, _json.encode(body), headers=[(b"allow", b"POST, OPTIONS")])
+            return True
         elif method == "GET" and path == "/api/events/stream":
             handler = lambda req: sse.stream(pulse, req, send, behavioral=False)  # noqa: E731
         elif method == "GET" and path == "/api/v1/behavioral/stream":

@@ -6,7 +6,6 @@ ALLOWED_ORIGINS="*" (default) allows any origin; a comma-separated list allows e
 
 from __future__ import annotations
 
-from server.http import Message, Send
 from server.settings import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, Settings
 
 
@@ -38,15 +37,3 @@ class Cors:
                 (b"access-control-max-age", b"86400"),
             ]
         return headers
-
-    def wrap(self, send: Send, origin: str | None) -> Send:
-        """A send that adds the CORS headers to the response start."""
-        extra = self.headers_for(origin)
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        return send_with_cors

@@ -12,6 +12,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import msgspec
+import trio
 
 from protocol.errors import InvalidInput, TooLarge
 
@@ -122,3 +123,74 @@ async def respond(
         out.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": body})
+
+
+DRAIN_MAX_BYTES: Final = 16 * 1024 * 1024  # rest of a refused body we read and drop to keep the connection
+DRAIN_TIMEOUT_S: Final = 5.0
+
+
+class Exchange:
+    """One HTTP request/response as the app sees it: wraps ASGI receive/send to
+
+    - add the CORS headers to the response,
+    - remember the status (for the metrics),
+    - keep a keep-alive connection usable when we answer before reading the whole body (a 401, a
+      413): the rest is read and dropped, up to a cap and under a deadline, or else the answer says
+      ``Connection: close`` so the client does not send its next request into a closing socket.
+    """
+
+    __slots__ = ("_receive", "_send", "extra_headers", "status", "body_done", "_reading", "_done")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        self._receive = receive
+        self._send = send
+        self.extra_headers = extra_headers
+        self.status = 500
+        self.body_done = not _has_body(scope)
+        self._reading = 0  # receive() calls in flight (Quart reads the body in a task of its own)
+        self._done: trio.Event | None = None
+
+    async def receive(self) -> Message:
+        self._reading += 1
+        try:
+            message = await self._receive()
+        finally:
+            self._reading -= 1
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.body_done = True
+            if self._done is not None:
+                self._done.set()
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [*message.get("headers", ()), *self.extra_headers]
+            if not self.body_done and not await self._drain():
+                headers.append((b"connection", b"close"))
+            message = {**message, "headers": headers}
+        await self._send(message)
+
+    async def _drain(self) -> bool:
+        dropped = 0
+        with trio.move_on_after(DRAIN_TIMEOUT_S):
+            while not self.body_done:
+                if self._reading:
+                    # someone else is already reading the body: wait for them to reach its end
+                    self._done = self._done or trio.Event()
+                    await self._done.wait()
+                    continue
+                dropped += len((await self.receive()).get("body", b""))
+                if dropped > DRAIN_MAX_BYTES:
+                    return False
+            return True
+        return False
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False

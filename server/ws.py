@@ -193,6 +193,9 @@ async def _reader(socket: Socket, receive: Receive, nursery: trio.Nursery) -> No
             err = from_msgspec(exc)
             socket.reply(ErrorMessage(code=err.code, field=err.field, reason=err.reason))
             continue
+        except RecursionError:
+            socket.reply(ErrorMessage(code="malformed_json", reason="message is nested too deeply"))
+            continue
         await _dispatch(socket, decoded, raw, binary, nursery)
 
 

@@ -49,6 +49,7 @@ DB_FILE: Final = "pulse.db"
 DEFAULT_PROJECT: Final = "default"
 WRITE_QUEUE_BATCHES: Final = 4096  # pending appends/snapshots before append() waits for room
 READ_CONNECTIONS: Final = 4
+READ_STATEMENT_CACHE: Final = 256  # one compiled statement per query_events filter shape in use
 APPEND_TIMEOUT_S: Final = 30.0  # queueing + commit; past it the caller gets StoreUnavailable
 SHUTDOWN_FLUSH_S: Final = 5.0  # time given to commit what was already handed to the writer
 SHUTDOWN_CLOSE_S: Final = 5.0
@@ -125,7 +126,9 @@ class _ReadPool:
 
 
 def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=READ_STATEMENT_CACHE
+    )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
     conn.execute("PRAGMA query_only = 1")
     # SQLite's lower() folds ASCII only; non-ASCII ``type`` filters use Python's (see _where).
@@ -213,8 +216,13 @@ class SqliteStore:
 
     def _close(self) -> None:
         self._readers.close()
-        if self._writer is not None:
+        if self._writer is None:
+            return
+        try:
             self._writer.execute("PRAGMA optimize")  # refresh planner statistics where stale
+        except sqlite3.Error:
+            log.warning("PRAGMA optimize failed while closing %s", self._path, exc_info=True)
+        finally:
             self._writer.close()  # the last connection out checkpoints and removes the WAL
             self._writer = None
 
@@ -327,7 +335,7 @@ class SqliteStore:
             known = _known_client_ids(conn, group, nums)
             outcomes, rows, stored, next_seq = _plan_group(group, nums, known, self._next_seq)
             conn.executemany(sql.INSERT_EVENT, rows)
-            _upsert_aggregates(conn, stored)
+            agg.upsert(conn, stored)
             conn.executemany(sql.UPSERT_SNAPSHOT, [w.snapshot for w in group if w.snapshot is not None])
             conn.execute("COMMIT")
         except BaseException:
@@ -352,7 +360,7 @@ class SqliteStore:
                 if project not in nums:
                     num = self._project_nums.get(project) or _lookup_project_num(conn, project)
                     if num is None:
-                        num = new[project] = conn.execute(sql.INSERT_PROJECT_NUM, (project,)).lastrowid or 0
+                        num = new[project] = _insert_project_num(conn, project)
                     nums[project] = num
         return nums, new
 
@@ -370,7 +378,7 @@ class SqliteStore:
     async def query_events(self, flt: EventFilter, *, limit: int, cursor: Cursor | None) -> EventPage:
         assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
         return await self._read(
-            lambda conn: _query_events(conn, self._num(conn, flt.project), flt, limit, cursor)
+            lambda conn: sql.query_events(conn, self._num(conn, flt.project), flt, limit, cursor)
         )
 
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
@@ -396,7 +404,7 @@ class SqliteStore:
 
     # aggregates ---------------------------------------------------------------------------------
     async def count_events(self, project: str) -> int:
-        return await self._read(lambda conn: int(conn.execute(agg.COUNT_EVENTS, (project,)).fetchone()[0]))
+        return await self._read(lambda conn: int(conn.execute(sql.COUNT_EVENTS, (project,)).fetchone()[0]))
 
     async def service_names(self, project: str) -> list[str]:
         return await self._read(lambda conn: [r[0] for r in conn.execute(agg.SERVICE_NAMES, (project,))])
@@ -475,6 +483,12 @@ def _lookup_project_num(conn: sqlite3.Connection, project: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _insert_project_num(conn: sqlite3.Connection, project: str) -> int:
+    num = conn.execute(sql.INSERT_PROJECT_NUM, (project,)).lastrowid
+    assert num is not None
+    return num
+
+
 def _known_client_ids(conn: sqlite3.Connection, group: list[_Write], nums: dict[str, int]) -> Known:
     """The stored (id, seq) of every client id the group mentions, one query per project."""
     wanted: dict[str, list[str]] = {}
@@ -519,15 +533,6 @@ def _plan_group(
     return outcomes, rows, stored, seq
 
 
-def _upsert_aggregates(conn: sqlite3.Connection, stored: list[Event]) -> None:
-    if not stored:
-        return
-    minutes, days, totals = agg.rollup(agg.fold_minutes(stored))
-    conn.executemany(sql.UPSERT_AGG_MINUTE, minutes)
-    conn.executemany(sql.UPSERT_AGG_DAY, days)
-    conn.executemany(sql.UPSERT_AGG_TOTAL, totals)
-
-
 def _new_project(name: str) -> Project:
     token = secrets.token_urlsafe
     return Project(
@@ -562,69 +567,3 @@ def _list_projects(conn: sqlite3.Connection) -> list[Project]:
 def _project_by_key(conn: sqlite3.Connection, key: str) -> Project | None:
     row = conn.execute(sql.SELECT_PROJECT_BY_KEY, (key,)).fetchone()
     return None if row is None else Project(*row)
-
-
-def _where(num: int, flt: EventFilter) -> tuple[str, list[object]]:
-    """The WHERE clause of a filter; the same filter shape always yields the same SQL text."""
-    clauses = ["project_num = ?"]
-    params: list[object] = [num]
-    for column, op, value in (
-        ("timestamp", ">=", flt.since_ms),
-        ("timestamp", "<=", flt.until_ms),
-        ("name", "=", flt.event_name),
-        ("service_name", "=", flt.service_name),
-        ("user_id", "=", flt.user_id),
-        ("session_id", "=", flt.session_id),
-        ("correlation_id", "=", flt.correlation_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
-    if flt.name_contains is not None:
-        # instr() rather than LIKE: no wildcard characters to escape in the user's text.
-        fold = "lower" if flt.name_contains.isascii() else "unicode_lower"
-        clauses.append(f"instr({fold}(name), ?) > 0")
-        params.append(flt.name_contains.lower())
-    return " AND ".join(clauses), params
-
-
-def _index_hint(flt: EventFilter) -> str:
-    """Pin the index of a session or correlation filter: their indexes do not end in timestamp,
-    and without statistics the planner would rather walk events_time in order than sort a few rows."""
-    if flt.session_id is not None:
-        return " INDEXED BY events_session"
-    if flt.correlation_id is not None:
-        return " INDEXED BY events_correlation"
-    return ""
-
-
-def _is_project_only(flt: EventFilter) -> bool:
-    return flt == EventFilter(project=flt.project)
-
-
-def _query_events(
-    conn: sqlite3.Connection, num: int, flt: EventFilter, limit: int, cursor: Cursor | None
-) -> EventPage:
-    where, params = _where(num, flt)
-    page_where, page_params = where, list(params)
-    if cursor is not None:
-        # The redundant ``timestamp <= ?`` gives the planner an index range to seek to.
-        page_where += " AND timestamp <= ? AND (timestamp < ? OR seq < ?)"
-        page_params += [cursor.timestamp, cursor.timestamp, cursor.seq]
-    page_sql = (
-        f"SELECT {sql.EVENT_COLUMNS} FROM events{_index_hint(flt)} WHERE {page_where}"
-        " ORDER BY timestamp DESC, seq DESC LIMIT ?"
-    )
-    conn.execute("BEGIN")  # one snapshot for the page and its count
-    try:
-        rows = conn.execute(page_sql, (*page_params, limit + 1)).fetchall()
-        if _is_project_only(flt):  # the common unfiltered view: the aggregate has the count
-            filtered = conn.execute(agg.COUNT_EVENTS, (flt.project,)).fetchone()[0]
-        else:
-            count_sql = f"SELECT count(*) FROM events{_index_hint(flt)} WHERE {where}"
-            filtered = conn.execute(count_sql, params).fetchone()[0]
-    finally:
-        conn.execute("COMMIT")
-    events = [sql.event_from_row(flt.project, row) for row in rows[:limit]]
-    next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
-    return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)

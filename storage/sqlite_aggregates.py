@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Final, NamedTuple, TypeVar
 
 from protocol.record import Event
+from storage import sqlite_schema as sql
 from storage.base import DayCount, EventCount, ServiceAggregate
 
 MINUTE_MS: Final = 60_000
@@ -94,6 +95,16 @@ def rollup(minutes: dict[MinuteKey, Bucket]) -> tuple[list[tuple[object, ...]], 
     )
 
 
+def upsert(conn: sqlite3.Connection, stored: list[Event]) -> None:
+    """Add newly stored events to the three aggregate tables (inside the writer's transaction)."""
+    if not stored:
+        return
+    minutes, days, totals = rollup(fold_minutes(stored))
+    conn.executemany(sql.UPSERT_AGG_MINUTE, minutes)
+    conn.executemany(sql.UPSERT_AGG_DAY, days)
+    conn.executemany(sql.UPSERT_AGG_TOTAL, totals)
+
+
 # Read side --------------------------------------------------------------------------------------
 class RangePlan(NamedTuple):
     """Inclusive bucket ranges answering a time range; an empty range has lo > hi."""
@@ -150,7 +161,6 @@ TOP_EVENTS_WHOLE: Final = (
     " ORDER BY n DESC, name LIMIT ?2"
 )
 PER_DAY: Final = f"SELECT day, sum(count) AS n FROM ({_RANGE_ROWS}) GROUP BY day HAVING n > 0 ORDER BY day"
-COUNT_EVENTS: Final = "SELECT coalesce(sum(count), 0) FROM agg_total WHERE project = ?"
 SERVICE_NAMES: Final = "SELECT DISTINCT service FROM agg_total WHERE project = ? AND service != '' AND count > 0 ORDER BY service"
 
 ServiceRow = tuple[str, str, int, int, int, int, float, int]

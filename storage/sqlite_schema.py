@@ -3,8 +3,8 @@
 The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a database from
 version ``i`` to ``i + 1``. Migrations are append-only: never edit one that has shipped.
 
-Every SQL string is a module constant so that sqlite3's per-connection statement cache compiles
-each of them once per connection.
+Every SQL string is a module constant, and query_events builds the same text for the same filter
+shape, so sqlite3's per-connection statement cache compiles each statement once per connection.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
+from storage.base import Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
 # ``events.project_num`` is a small integer standing for the project id (table project_nums):
-# ``project`` leads every index, and an 8-byte integer instead of a 16-character string there made
-# appends ~1.5x faster. Reads resolve the id once and rebuild Event.project from it.
+# the project leads every index, and a small integer there instead of a 16-character string made
+# appends ~1.3x faster in a raw insert benchmark. Reads resolve the id once and rebuild
+# Event.project from it.
 # ``seq`` is the rowid, and every SQLite index ends with the rowid implicitly: the index on
 # (project_num, timestamp) is really (project_num, timestamp, seq) and serves
 # ``ORDER BY timestamp DESC, seq DESC`` without a sort; (project_num, session_id) is really
@@ -222,3 +224,73 @@ UPSERT_SNAPSHOT: Final = (
     " ON CONFLICT DO UPDATE SET state = excluded.state, upto_seq = excluded.upto_seq"
 )
 SELECT_SNAPSHOT: Final = "SELECT state, upto_seq FROM snapshots WHERE project = ? AND kind = ? AND key = ?"
+
+# Aggregate totals, shared by count_events and the unfiltered query_events page.
+COUNT_EVENTS: Final = "SELECT coalesce(sum(count), 0) FROM agg_total WHERE project = ?"
+
+
+# Event queries ----------------------------------------------------------------------------------
+def _where(num: int, flt: EventFilter) -> tuple[str, list[object]]:
+    """The WHERE clause of a filter; the same filter shape always yields the same SQL text."""
+    clauses = ["project_num = ?"]
+    params: list[object] = [num]
+    for column, op, value in (
+        ("timestamp", ">=", flt.since_ms),
+        ("timestamp", "<=", flt.until_ms),
+        ("name", "=", flt.event_name),
+        ("service_name", "=", flt.service_name),
+        ("user_id", "=", flt.user_id),
+        ("session_id", "=", flt.session_id),
+        ("correlation_id", "=", flt.correlation_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    if flt.name_contains is not None:
+        # instr() rather than LIKE: no wildcard characters to escape in the user's text.
+        fold = "lower" if flt.name_contains.isascii() else "unicode_lower"
+        clauses.append(f"instr({fold}(name), ?) > 0")
+        params.append(flt.name_contains.lower())
+    return " AND ".join(clauses), params
+
+
+def _index_hint(flt: EventFilter) -> str:
+    """Pin the index of a session or correlation filter: their indexes do not end in timestamp,
+    and without statistics the planner would rather walk events_time in order than sort a few rows."""
+    if flt.session_id is not None:
+        return " INDEXED BY events_session"
+    if flt.correlation_id is not None:
+        return " INDEXED BY events_correlation"
+    return ""
+
+
+def _is_project_only(flt: EventFilter) -> bool:
+    return flt == EventFilter(project=flt.project)
+
+
+def query_events(
+    conn: sqlite3.Connection, num: int, flt: EventFilter, limit: int, cursor: Cursor | None
+) -> EventPage:
+    where, params = _where(num, flt)
+    page_where, page_params = where, list(params)
+    if cursor is not None:
+        # The redundant ``timestamp <= ?`` gives the planner an index range to seek to.
+        page_where += " AND timestamp <= ? AND (timestamp < ? OR seq < ?)"
+        page_params += [cursor.timestamp, cursor.timestamp, cursor.seq]
+    page_sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events{_index_hint(flt)} WHERE {page_where}"
+        " ORDER BY timestamp DESC, seq DESC LIMIT ?"
+    )
+    conn.execute("BEGIN")  # one snapshot for the page and its count
+    try:
+        rows = conn.execute(page_sql, (*page_params, limit + 1)).fetchall()
+        if _is_project_only(flt):  # the common unfiltered view: the aggregate has the count
+            filtered = conn.execute(COUNT_EVENTS, (flt.project,)).fetchone()[0]
+        else:
+            count_sql = f"SELECT count(*) FROM events{_index_hint(flt)} WHERE {where}"
+            filtered = conn.execute(count_sql, params).fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+    events = [event_from_row(flt.project, row) for row in rows[:limit]]
+    next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
+    return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)

@@ -12,7 +12,7 @@ from trio.testing import MockClock
 
 from actors.payload import extract, normalize_scroll
 from actors.runtime import ActorCrashed, ActorKey, ActorSystem, ApplyEvents, GetView
-from actors.session import PAGES_KEPT, SessionActor, SessionView, session_factory
+from actors.session import PAGES_KEPT, SessionActor, SessionSummary, SessionView, session_factory
 from protocol.record import Event
 from storage.base import Snapshot
 from tests.actors.memory_store import MemoryStore, make_event
@@ -27,7 +27,9 @@ async def fresh_actor(store: MemoryStore | None = None) -> SessionActor:
 
 
 async def apply(actor: SessionActor, *events: Event) -> SessionView:
-    view = await actor.receive(ApplyEvents(events=list(events)))
+    summary = await actor.receive(ApplyEvents(events=list(events)))
+    assert isinstance(summary, SessionSummary)
+    view = await actor.receive(GetView())
     assert isinstance(view, SessionView)
     return view
 
@@ -228,8 +230,8 @@ async def test_crash_rebuilds_state_from_replay(autojump_clock: MockClock, nurse
     system = ActorSystem(store, {"session": session_factory})
     await nursery.start(system.run)
     events = store.add(page("/a", 1_000), page("/b", 2_000), make_event("click", ts=2_500))
-    before = await system.ask(KEY, ApplyEvents(events=events), timeout=1)
-    assert before.event_count == 3
+    assert (await system.ask(KEY, ApplyEvents(events=events), timeout=1)).event_count == 3
+    before = await system.ask(KEY, GetView(), timeout=1)
     with pytest.raises(ActorCrashed) as caught:
         await system.ask(KEY, "not a message", timeout=1)
     assert isinstance(caught.value.__cause__, TypeError)
@@ -242,7 +244,8 @@ async def test_passivation_round_trip(autojump_clock: MockClock, nursery: trio.N
     system = ActorSystem(store, {"session": session_factory}, idle_ttl=30)
     await nursery.start(system.run)
     events = store.add(page("/a", 1_000), scroll(80, 1_500), page("/b", 2_000))
-    before = await system.ask(KEY, ApplyEvents(events=events), timeout=1)
+    await system.ask(KEY, ApplyEvents(events=events), timeout=1)
+    before = await system.ask(KEY, GetView(), timeout=1)
     begin = trio.current_time()
     await trio.sleep_until(begin + 30)
     await trio.testing.wait_all_tasks_blocked()

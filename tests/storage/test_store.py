@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import os
@@ -18,7 +19,7 @@ import pytest
 import trio
 import trio.testing
 
-from protocol.record import SOURCE_BEHAVIORAL, SOURCE_EVENTS, Event
+from protocol.record import SOURCE_BEHAVIORAL, SOURCE_EVENTS, AppendOutcome, Event
 from storage.base import (
     Cursor,
     DayCount,
@@ -110,7 +111,7 @@ async def test_dedup_across_batches_and_only_by_client_id(store: Store) -> None:
     original = make_event(project, client_id="x")
     (first,) = await store.append([original])
     out = await store.append([make_event(project, client_id="x"), make_event(project), make_event(project)])
-    assert out[0] == type(out[0])(original.id, first.seq, True)
+    assert out[0] == AppendOutcome(original.id, first.seq, True)
     assert not out[1].duplicate and not out[2].duplicate  # no client id: never deduped
     assert await store.count_events(project) == 3
 
@@ -124,19 +125,18 @@ async def test_dedup_is_per_project(store: Store) -> None:
 
 async def test_dedup_across_concurrent_appends(store: Store) -> None:
     project = await project_id(store)
-    results: list[list[object]] = []
+    shared: list[AppendOutcome] = []
 
-    async def append_one(i: int) -> None:
+    async def append_one() -> None:
         outcomes = await store.append([make_event(project, client_id="shared"), make_event(project)])
-        results.append(list(outcomes))
+        shared.append(outcomes[0])
 
     async with trio.open_nursery() as nursery:
-        for i in range(20):
-            nursery.start_soon(append_one, i)
-    shared = [r[0] for r in results]
-    originals = [o for o in shared if not o.duplicate]  # type: ignore[attr-defined]
+        for _ in range(20):
+            nursery.start_soon(append_one)
+    originals = [o for o in shared if not o.duplicate]
     assert len(originals) == 1
-    assert {(o.id, o.seq) for o in shared} == {(originals[0].id, originals[0].seq)}  # type: ignore[attr-defined]
+    assert {(o.id, o.seq) for o in shared} == {(originals[0].id, originals[0].seq)}
     assert await store.count_events(project) == 21
 
 
@@ -166,6 +166,15 @@ async def test_a_failing_group_fails_its_callers_and_the_store_goes_on(store: St
     assert [e.seq for e in await all_events(store, project)] == [ok.seq]
 
 
+async def test_name_filter_folds_non_ascii_case(store: Store) -> None:
+    project = await project_id(store)
+    await store.append([make_event(project, name=n) for n in ("ÜBERWEISUNG-done", "überweisung", "uber")])
+    page = await store.query_events(
+        EventFilter(project=project, name_contains="Überw"), limit=10, cursor=None
+    )
+    assert sorted(e.name for e in page.events) == ["ÜBERWEISUNG-done", "überweisung"]
+
+
 # lifecycle and durability -------------------------------------------------------------------------
 async def test_data_and_dedup_survive_a_restart(open_store: StoreOpener) -> None:
     async with open_store() as store:
@@ -175,7 +184,9 @@ async def test_data_and_dedup_survive_a_restart(open_store: StoreOpener) -> None
     async with open_store() as store:
         assert await project_id(store) == project
         assert await store.max_seq() == outcomes[-1].seq
-        assert await all_events(store, project) == [stored(e, o.seq) for e, o in zip(events, outcomes, strict=True)]
+        assert await all_events(store, project) == [
+            stored(e, o.seq) for e, o in zip(events, outcomes, strict=True)
+        ]
         (again,) = await store.append([make_event(project, client_id="k1")])
         assert (again.id, again.seq, again.duplicate) == (events[0].id, outcomes[0].seq, True)
         (fresh,) = await store.append([make_event(project)])
@@ -317,13 +328,15 @@ def expected_page(events: Iterable[Event], flt: EventFilter) -> list[str]:
     return [e.id for e in chosen]
 
 
-async def seeded_events(store: Store, project: str, count: int, seed: int = 7) -> list[Event]:
+async def seeded_events(
+    store: Store, project: str, count: int, *, seed: int = 7, distinct_stamps: int = 3 * 86_400
+) -> list[Event]:
     rng = random.Random(seed)
     events = [
         make_event(
             project,
             name=rng.choice(["Page-View", "page_load", "Checkout", "api-call", "LOGIN"]),
-            ts=T0 + rng.randrange(0, 3 * DAY, 1_000),  # coarse: many equal timestamps
+            ts=T0 + rng.randrange(distinct_stamps) * (3 * DAY // distinct_stamps),
             service_name=rng.choice([None, "web", "pay", "auth"]),
             user_id=rng.choice([None, "u1", "u2", "u3"]),
             session_id=rng.choice([None, "s1", "s2"]),
@@ -379,7 +392,7 @@ async def test_pagination_visits_every_event_once(
     store: Store, fields: dict[str, object], limit: int
 ) -> None:
     project = await project_id(store)
-    events = await seeded_events(store, project, 2500, seed=11)
+    events = await seeded_events(store, project, 2500, seed=11, distinct_stamps=40)  # ties: by seq
     flt = EventFilter(project=project, **fields)  # type: ignore[arg-type]
     want = expected_page(events, flt)
     seen: list[str] = []
@@ -548,6 +561,18 @@ async def test_range_aggregates_match_brute_force(store: Store, since: int | Non
     assert web == [s for s in brute_service_stats(inside, 3) if s.service_name == "web"]
 
 
+async def test_sqlite_file_layout(store: Store, backend: str, data_dir: pathlib.Path) -> None:
+    if backend != "sqlite":
+        pytest.skip("embedded backend only")
+    import sqlite3
+
+    from storage.sqlite_schema import SCHEMA_VERSION
+
+    with contextlib.closing(sqlite3.connect(data_dir / "pulse.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
 async def test_statistics_never_read_the_log(store: Store, backend: str, data_dir: pathlib.Path) -> None:
     if backend != "sqlite":
         pytest.skip("deletes rows behind the store's back")
@@ -556,7 +581,7 @@ async def test_statistics_never_read_the_log(store: Store, backend: str, data_di
     project = await project_id(store)
     await store.append([make_event(project, service_name="web", ts=T0 + i * DAY // 2) for i in range(6)])
     before = (await store.service_stats(project), await store.per_day(project, since_ms=T0 + 5))
-    with sqlite3.connect(data_dir / "pulse.db") as conn:
+    with contextlib.closing(sqlite3.connect(data_dir / "pulse.db")) as conn, conn:
         conn.execute("DELETE FROM events")
     assert (await store.service_stats(project), await store.per_day(project, since_ms=T0 + 5)) == before
     assert await store.count_events(project) == 6
