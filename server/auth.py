@@ -8,9 +8,15 @@ on the default project with full rights, so the seed documents' examples work as
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Final
 
 from storage.base import Project, Store
+
+UNKNOWN_KEY_TTL_S: Final = 5.0  # a key created meanwhile (CLI, other node) is seen within this
+UNKNOWN_KEYS_MAX: Final = 10_000
+_unknown_keys: dict[str, float] = {}  # key -> until when it is known to be unknown
 
 
 class AuthError(Exception):
@@ -35,7 +41,7 @@ def key_from(headers: dict[str, str], query: dict[str, str]) -> str | None:
 
 async def authenticate(store: Store, key: str | None, *, open_access: bool) -> Access:
     if key:
-        project = await store.project_by_key(key)
+        project = await _lookup(store, key)
         if project is not None:
             return Access(project, can_read=key == project.secret_key)
         if not open_access:
@@ -43,6 +49,20 @@ async def authenticate(store: Store, key: str | None, *, open_access: bool) -> A
     if open_access:
         return Access(await store.default_project(), can_read=True)
     raise AuthError(401, "missing api key: send Authorization: Bearer <key> or X-API-Key")
+
+
+async def _lookup(store: Store, key: str) -> Project | None:
+    """The store caches known keys; unknown ones are remembered here for a few seconds so a client
+    sending random keys costs a dictionary lookup, not a database read per request."""
+    now = time.monotonic()
+    if _unknown_keys.get(key, 0.0) > now:
+        return None
+    project = await store.project_by_key(key)
+    if project is None:
+        if len(_unknown_keys) >= UNKNOWN_KEYS_MAX:
+            _unknown_keys.clear()
+        _unknown_keys[key] = now + UNKNOWN_KEY_TTL_S
+    return project
 
 
 def require_read(access: Access) -> None:

@@ -16,6 +16,7 @@ from protocol.behavioral import BehavioralEvent
 from protocol.errors import InvalidInput
 from protocol.normalize import (
     Decoded,
+    as_json,
     behavioral_event,
     check_event_name,
     decode_as,
@@ -57,21 +58,16 @@ async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool
     try:
         if behavioral:
             parsed = decode_as(BehavioralEvent, raw, msgpack=msgpack, root="$.event")
-            json_bytes = raw if not msgpack else msgspec.json.encode(msgspec.msgpack.decode(raw))
-            event = behavioral_event(project, json_bytes, parsed, received_at=now_ms(), root="$.event")
+            event = behavioral_event(project, as_json(raw, msgpack=msgpack), parsed, received_at=now_ms(), root="$.event")
         else:
             check_event_name(name or "", "$.eventName")
             body = raw or (b"\x80" if msgpack else b"{}")
             payload = decode_as(AIEventPayload, body, msgpack=msgpack, root="$.payload")
-            json_bytes = body if not msgpack else msgspec.json.encode(msgspec.msgpack.decode(body))
-            event = tracking_event(project, name or "", json_bytes, payload, user_id=user_id, received_at=now_ms())
+            event = tracking_event(project, name or "", as_json(body, msgpack=msgpack), payload, user_id=user_id,
+                                   received_at=now_ms())
         result = await pulse.pipeline.ingest([event], started=started)
-    except InvalidInput as err:
-        return ErrorMessage(requestId=request_id, code=err.code, field=err.field, reason=err.reason)
-    except Overloaded as err:
-        return ErrorMessage(requestId=request_id, code="overloaded", reason=err.reason, retryAfter=err.retry_after)
-    except StoreError as err:
-        return ErrorMessage(requestId=request_id, code="unavailable", reason=str(err), retryAfter=1.0)
+    except (InvalidInput, Overloaded, StoreError) as err:
+        return error_message(err, request_id)
     outcome = result.outcomes[0]
     return Ack(
         requestId=request_id,
@@ -93,9 +89,14 @@ async def ingest_batch(pulse: Pulse, project: str, items: list[msgspec.Raw], *, 
         else:
             decoded = decode_track_batch(project, batch_body or b"{}", user_id=user_id, received_at=now_ms(), msgpack=msgpack)
         return await ingest_decoded(pulse, decoded, request_id, started)
-    except InvalidInput as err:
+    except (InvalidInput, Overloaded, StoreError) as err:
+        return error_message(err, request_id)
+
+
+def error_message(err: InvalidInput | Overloaded | StoreError, request_id: str | None) -> ErrorMessage:
+    """The socket form of what HTTP answers with 4xx/503 (server/app.py)."""
+    if isinstance(err, InvalidInput):
         return ErrorMessage(requestId=request_id, code=err.code, field=err.field, reason=err.reason)
-    except Overloaded as err:
+    if isinstance(err, Overloaded):
         return ErrorMessage(requestId=request_id, code="overloaded", reason=err.reason, retryAfter=err.retry_after)
-    except StoreError as err:
-        return ErrorMessage(requestId=request_id, code="unavailable", reason=str(err), retryAfter=1.0)
+    return ErrorMessage(requestId=request_id, code="unavailable", reason=str(err), retryAfter=1.0)
