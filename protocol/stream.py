@@ -76,7 +76,7 @@ class Filter(Struct, tag="filter", tag_field="type", kw_only=True):
 
 class Track(Struct, tag="track", tag_field="type", kw_only=True):
     eventName: str
-    payload: msgspec.Raw = msgspec.Raw(b"")
+    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     requestId: str | None = None
 
 

@@ -42,7 +42,7 @@ class AIEventPayload(Struct, kw_only=True, omit_defaults=True):
 
 class BatchTrackEventItem(Struct, kw_only=True):
     eventName: Name
-    payload: msgspec.Raw = msgspec.Raw(b"")  # decoded per item, so one bad item rejects only itself
+    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # decoded per item, so one bad item rejects only itself
 
 
 class BatchTrackEventRequest(Struct, kw_only=True):

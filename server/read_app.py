@@ -53,6 +53,13 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         code = "unauthorized" if err.status == 401 else "forbidden"
         return json_response({"success": False, "error": {"code": code, "reason": err.reason}}, err.status)
 
+    @app.errorhandler(Exception)
+    async def unexpected(err: Exception) -> Response:
+        # a bug of ours: logged with its traceback, answered as JSON like every other error
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        body = {"success": False, "error": {"code": "internal_error", "reason": "internal server error"}}
+        return json_response(body, 500)
+
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:
         return json_response({"success": False, "error": {"code": "not_found", "reason": f"no route {request.path!r}"}}, 404)
