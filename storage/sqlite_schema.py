@@ -264,8 +264,26 @@ def _index_hint(flt: EventFilter) -> str:
     return ""
 
 
-def _is_project_only(flt: EventFilter) -> bool:
-    return flt == EventFilter(project=flt.project)
+def _aggregate_count(conn: sqlite3.Connection, flt: EventFilter) -> int | None:
+    """The match count from agg_total when the filter is only about names and services (which the
+    aggregate is keyed by): a ``type`` substring over millions of rows costs one small table scan
+    instead of a scan of the log. None when another filter needs the log."""
+    if (flt.since_ms, flt.until_ms, flt.user_id, flt.session_id, flt.correlation_id) != (None,) * 5:
+        return None
+    if flt.name_contains is not None and not flt.name_contains.isascii():
+        return None  # SQLite's lower() folds ASCII only; the log path handles the rest
+    clauses, params = ["project = ?"], [flt.project]
+    if flt.service_name is not None:
+        clauses.append("service = ?")
+        params.append(flt.service_name)
+    if flt.event_name is not None:
+        clauses.append("name = ?")
+        params.append(flt.event_name)
+    if flt.name_contains is not None:
+        clauses.append("instr(lower(name), lower(?)) > 0")
+        params.append(flt.name_contains)
+    row = conn.execute(f"SELECT coalesce(sum(count), 0) FROM agg_total WHERE {' AND '.join(clauses)}", params)
+    return int(row.fetchone()[0])
 
 
 def query_events(
@@ -284,9 +302,8 @@ def query_events(
     conn.execute("BEGIN")  # one snapshot for the page and its count
     try:
         rows = conn.execute(page_sql, (*page_params, limit + 1)).fetchall()
-        if _is_project_only(flt):  # the common unfiltered view: the aggregate has the count
-            filtered = conn.execute(COUNT_EVENTS, (flt.project,)).fetchone()[0]
-        else:
+        filtered = _aggregate_count(conn, flt)
+        if filtered is None:
             count_sql = f"SELECT count(*) FROM events{_index_hint(flt)} WHERE {where}"
             filtered = conn.execute(count_sql, params).fetchone()[0]
     finally:
