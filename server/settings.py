@@ -51,7 +51,12 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         settings = cls(**overrides)  # type: ignore[arg-type]
-        for name, attr in (("PULSE_SSE_PING_INTERVAL", "sse_ping_interval"), ("PULSE_SSE_STATS_INTERVAL", "sse_stats_interval")):
+        for name, attr in (
+            ("PULSE_SSE_PING_INTERVAL", "sse_ping_interval"),
+            ("PULSE_SSE_STATS_INTERVAL", "sse_stats_interval"),
+            ("PULSE_WS_PING_INTERVAL", "ws_ping_interval"),
+            ("PULSE_WS_PING_TIMEOUT", "ws_ping_timeout"),
+        ):
             if os.environ.get(name):
                 setattr(settings, attr, float(os.environ[name]))
         origins = os.environ.get("ALLOWED_ORIGINS")
