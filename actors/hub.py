@@ -100,8 +100,7 @@ class Subscriber:
             self.evict()
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.evicted = True
-            return False
+            return False  # closed (the connection is ending): not a slow client
         return True
 
     def send_direct(self, frame: Frame) -> None:
@@ -150,7 +149,12 @@ class Hub:
                 continue
             frame = encoded.get(sub.msgpack)
             if frame is None:
-                frame = encoded[sub.msgpack] = encode_for(sub, body, seq)
+                try:
+                    frame = encoded[sub.msgpack] = encode_for(sub, body, seq)
+                except (TypeError, ValueError, OverflowError):
+                    # e.g. an integer beyond 64 bits has no MessagePack form: skip, count, go on
+                    self.metrics.drops["unencodable_message"] += 1
+                    continue
             if sub.offer(frame):
                 delivered += 1
             elif sub.evicted:

@@ -31,6 +31,7 @@ from protocol.tracking import (
 MAX_BATCH: Final = 1000  # seed 000: maxBatchSize
 MAX_FUTURE_MS: Final = 60_000  # a corrected timestamp further ahead of receivedAt than this is clamped
 SECONDS_CUTOFF: Final = 100_000_000_000  # numbers below this are unix seconds (before 1973 in ms)
+MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 T = TypeVar("T")
 
@@ -61,7 +62,10 @@ def as_json(data: bytes, *, msgpack: bool) -> bytes:
     """The JSON form of an object we store as the event's payload."""
     if not msgpack:
         return data
-    return _json_encoder.encode(msgspec.msgpack.decode(data))
+    try:
+        return _json_encoder.encode(msgspec.msgpack.decode(data))
+    except (TypeError, ValueError, OverflowError) as exc:  # ext types, non-string keys, NaN...
+        raise InvalidInput("$", f"messagepack value has no json form: {exc}") from None
 
 
 _ID_PREFIX: Final = "evt_" + os.urandom(6).hex()  # random per process: ids never collide across restarts
@@ -91,13 +95,16 @@ def parse_time(value: Timestamp, field: str) -> int:
                 raise InvalidInput(field, f"not unix milliseconds nor an iso 8601 time: {value!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
+        ms = int(parsed.timestamp() * 1000)
+        if not 0 <= ms <= MAX_TIME_MS:
+            raise InvalidInput(field, f"time out of range (1970 to 9999): {value!r}")
+        return ms
     if value != value or value in (float("inf"), float("-inf")) or value < 0:
         raise InvalidInput(field, f"not a valid time: {value!r}")
-    ms = value * 1000 if value < SECONDS_CUTOFF else value
-    if ms > 253402300799999:  # year 9999
+    number = value * 1000 if value < SECONDS_CUTOFF else value
+    if number > MAX_TIME_MS:
         raise InvalidInput(field, f"time out of range: {value!r}")
-    return int(ms)
+    return int(number)
 
 
 def event_time(
@@ -254,7 +261,9 @@ def decode_track_batch(
         root = f"$.events[{index}]"
         try:
             item = decode_as(BatchTrackEventItem, raw, msgpack=msgpack, root=root)
-            payload_bytes = bytes(item.payload) if len(item.payload) else (b"\x80" if msgpack else b"{}")
+            payload_bytes = bytes(item.payload) if len(item.payload) else b""
+            if payload_bytes.strip() in (b"", b"null", b"\xc0"):  # absent or null: an empty payload
+                payload_bytes = b"\x80" if msgpack else b"{}"
             payload = decode_as(AIEventPayload, payload_bytes, msgpack=msgpack, root=f"{root}.payload")
             event = tracking_event(
                 project,

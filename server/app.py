@@ -7,6 +7,7 @@ the field and the reason; an unexpected exception is logged and answered 500 (an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any, Final
@@ -59,8 +60,8 @@ class PulseApp:
 
         async def tracking_send(message: Message) -> None:
             nonlocal accepted
-            accepted = accepted or message["type"] == "websocket.accept"
             await send(message)
+            accepted = accepted or message["type"] == "websocket.accept"  # only once it went through
 
         try:
             await websocket_endpoint(self.pulse, scope, receive, tracking_send, behavioral=behavioral)
@@ -69,7 +70,10 @@ class PulseApp:
             # its whole server nursery: never let one escape from here.
             log.exception("websocket handler failed on %s", path)
             if not accepted:
-                await send({"type": "websocket.close", "code": 1011})
+                try:
+                    await send({"type": "websocket.close", "code": 1011})
+                except Exception:  # noqa: BLE001  the handshake state may be unusable; the close is best effort
+                    log.debug("could not close a failed websocket handshake", exc_info=True)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -133,4 +137,10 @@ class PulseApp:
             log.warning("storage unavailable: %s", err)
             body = {"success": False, "error": {"code": "storage_unavailable", "reason": str(err)}}
             await respond(send, 503, _json.encode(body), headers=[(b"retry-after", b"1")])
+        except Exception:
+            # a bug of ours: logged with its traceback, answered as JSON (if nothing was sent yet)
+            log.exception("unhandled error on %s %s", method, path)
+            body = {"success": False, "error": {"code": "internal_error", "reason": "internal server error"}}
+            with contextlib.suppress(Exception):  # the response may have started already (SSE)
+                await respond(send, 500, _json.encode(body))
         return True

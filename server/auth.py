@@ -16,6 +16,7 @@ from storage.base import Project, Store
 
 UNKNOWN_KEY_TTL_S: Final = 5.0  # a key created meanwhile (CLI, other node) is seen within this
 UNKNOWN_KEYS_MAX: Final = 10_000
+MAX_KEY_LENGTH: Final = 64
 _unknown_keys: dict[str, float] = {}  # key -> until when it is known to be unknown
 
 
@@ -54,6 +55,8 @@ async def authenticate(store: Store, key: str | None, *, open_access: bool) -> A
 async def _lookup(store: Store, key: str) -> Project | None:
     """The store caches known keys; unknown ones are remembered here for a few seconds so a client
     sending random keys costs a dictionary lookup, not a database read per request."""
+    if len(key) > MAX_KEY_LENGTH or not key.startswith(("pk_", "sk_")):
+        return None  # not one of ours: no lookup, nothing cached
     now = time.monotonic()
     if _unknown_keys.get(key, 0.0) > now:
         return None

@@ -23,6 +23,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES: Final = 5 * 1024 * 1024  # as sent on the wire (compressed or not)
 MAX_INFLATED_BYTES: Final = 20 * 1024 * 1024  # after gzip: a zip bomb stops here with 413
+BODY_TIMEOUT_S: Final = 30.0  # a body that has not fully arrived by then is answered 408
 JSON_TYPES: Final = ("application/json", "text/plain", "application/csp-report")  # text/plain: sendBeacon
 MSGPACK_TYPES: Final = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
@@ -72,8 +73,13 @@ class Request:
             raise TooLarge("body", f"body of {int(declared)} bytes exceeds the limit of {MAX_BODY_BYTES}")
         chunks: list[bytes] = []
         size = 0
+        deadline = trio.current_time() + BODY_TIMEOUT_S
         while True:
-            message = await self.receive()
+            with trio.move_on_at(deadline) as scope:
+                message = await self.receive()
+            if scope.cancelled_caught:
+                raise InvalidInput("body", f"the body did not arrive within {BODY_TIMEOUT_S:g} s",
+                                   status=408, code="request_timeout")
             if message["type"] == "http.disconnect":
                 raise InvalidInput("body", "client disconnected before the body was complete")
             chunk = message.get("body", b"")
@@ -103,6 +109,8 @@ def inflate(data: bytes, *, gzip: bool) -> bytes:
         raise InvalidInput("body", f"body is not valid {'gzip' if gzip else 'deflate'}: {exc}") from None
     if len(out) > MAX_INFLATED_BYTES or inflater.unconsumed_tail:
         raise TooLarge("body", f"decompressed body exceeds the limit of {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidInput("body", f"{'gzip' if gzip else 'deflate'} body is truncated or has trailing data")
     return out
 
 
@@ -139,7 +147,7 @@ class Exchange:
       ``Connection: close`` so the client does not send its next request into a closing socket.
     """
 
-    __slots__ = ("_receive", "_send", "extra_headers", "status", "body_done", "_reading", "_done")
+    __slots__ = ("_receive", "_send", "extra_headers", "status", "body_done", "_reading", "_done", "_gone")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, extra_headers: list[tuple[bytes, bytes]]) -> None:
         self._receive = receive
@@ -149,14 +157,19 @@ class Exchange:
         self.body_done = not _has_body(scope)
         self._reading = 0  # receive() calls in flight (Quart reads the body in a task of its own)
         self._done: trio.Event | None = None
+        self._gone = False  # the client disconnected: every later receive() says so again
 
     async def receive(self) -> Message:
+        if self._gone:
+            return {"type": "http.disconnect"}
         self._reading += 1
         try:
             message = await self._receive()
         finally:
             self._reading -= 1
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            self._gone = True
+        if self._gone or not message.get("more_body", False):
             self.body_done = True
             if self._done is not None:
                 self._done.set()

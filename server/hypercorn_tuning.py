@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import trio
 from hypercorn.events import Closed, RawData
@@ -26,7 +26,10 @@ from wsproto.extensions import Extension, PerMessageDeflate
 
 from protocol.stream import CLOSE_NO_PONG
 
+WRITE_TIMEOUT_S: Final = 3.0  # a socket write that cannot complete in this long closes the connection
+
 _original_handle_events = ws_stream.WSStream._handle_events
+_original_ws_handle = ws_stream.WSStream.handle
 _settings: dict[str, float] = {"timeout": 20.0}
 
 
@@ -42,8 +45,19 @@ class _NoCompression(Extension):
         return None
 
 
+class _SafeDeflate(PerMessageDeflate):
+    """permessage-deflate that declines a malformed offer instead of raising inside hypercorn's
+    accept (which would take the whole server down)."""
+
+    def accept(self, offer: str) -> str | bool | None:
+        try:
+            return super().accept(offer)
+        except ValueError:
+            return None
+
+
 def set_compression(enabled: bool) -> None:
-    ws_stream.PerMessageDeflate = PerMessageDeflate if enabled else _NoCompression  # type: ignore[misc,attr-defined,assignment]
+    ws_stream.PerMessageDeflate = _SafeDeflate if enabled else _NoCompression  # type: ignore[misc,attr-defined,assignment]
 
 
 async def _handle_events(self: Any) -> None:
@@ -51,12 +65,27 @@ async def _handle_events(self: Any) -> None:
     await _original_handle_events(self)
 
 
+async def _ws_handle(self: Any, event: Any) -> None:
+    await _original_ws_handle(self, event)
+    if self.closed:
+        _closed_event(self).set()  # wakes the ping loop so the connection can go at once
+
+
+def _closed_event(stream: Any) -> trio.Event:
+    event = getattr(stream, "pulse_closed", None)
+    if event is None:
+        event = stream.pulse_closed = trio.Event()
+    return event
+
+
 async def _send_pings(self: Any) -> None:
     interval = self.config.websocket_ping_interval
     deadline = interval + _settings["timeout"]
     self.pulse_last_heard = getattr(self, "pulse_last_heard", time.monotonic())
+    closed = _closed_event(self)
     while not self.closed:
-        await self.context.sleep(interval)
+        with trio.move_on_after(interval):
+            await closed.wait()
         if self.closed:
             return
         if time.monotonic() - self.pulse_last_heard > deadline:
@@ -74,15 +103,17 @@ class IdleDeadline:
     when the server shuts down while the connection is idle.
     """
 
-    __slots__ = ("server", "idle_since", "scope")
+    __slots__ = ("server", "idle_since", "scope", "wake")
 
     def __init__(self, server: Any) -> None:
         self.server = server
         self.idle_since: float | None = None
         self.scope: trio.CancelScope | None = None
+        self.wake = trio.Event()  # set when the connection goes idle
 
     async def restart(self, task_group: Any, action: Any) -> None:
         self.idle_since = trio.current_time()
+        self.wake.set()
         if self.scope is None:
             self.scope = trio.CancelScope()
             task_group.spawn(self._watch)
@@ -107,9 +138,10 @@ class IdleDeadline:
                     with trio.CancelScope(shield=True):
                         await self.server._initiate_server_close()
                     return
+                self.wake = trio.Event()
                 with trio.move_on_at((since if since is not None else now) + timeout):
                     if terminated._event.is_set():
-                        await trio.sleep(0.05)  # shutting down with a request in flight: recheck soon
+                        await self.wake.wait()  # shutting down mid-request: close when it is answered
                     else:
                         await terminated.wait()
 
@@ -132,8 +164,14 @@ async def _protocol_send(self: Any, event: Any) -> None:
     except trio.WouldBlock:
         await lock.acquire()
     try:
-        with trio.CancelScope(shield=True):
+        # Shielded (a cancelled write would corrupt the stream) but with a deadline: a peer that
+        # stopped reading must not hold this task, the lock behind it, or shutdown, forever.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + WRITE_TIMEOUT_S) as scope:
             await self.stream.send_all(event.data)
+        if scope.cancelled_caught:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+                await self.protocol.handle(Closed())
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await self.protocol.handle(Closed())
     finally:
@@ -161,6 +199,7 @@ def install(*, compression: bool, ping_timeout: float) -> None:
     _settings["timeout"] = ping_timeout
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
     ws_stream.WSStream._send_pings = _send_pings  # type: ignore[method-assign]
+    ws_stream.WSStream.handle = _ws_handle  # type: ignore[method-assign]
     tcp_server.TCPServer.__init__ = _tcp_init  # type: ignore[method-assign]
     tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
     tcp_server.TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]

@@ -113,7 +113,7 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
             signal_scope.cancel()
             hub.close_all()  # every socket's writer ends and closes with 1001 (reconnect)
         # hypercorn has returned: no request is in flight any more
-        await actors.drain(deadline=trio.current_time() + DRAIN_TIMEOUT_S)
+        await actors.drain(deadline=DRAIN_TIMEOUT_S)  # a duration in seconds
         hub.close_all()
         services.cancel_scope.cancel()  # the store flushes its writer (shielded) and closes
     log.info("pulse stopped")

@@ -20,6 +20,7 @@ from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
 from server.openapi import DOCS_HTML, document
+from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
 _json = msgspec.json.Encoder()
@@ -52,6 +53,11 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     async def unauthorized(err: AuthError) -> Response:
         code = "unauthorized" if err.status == 401 else "forbidden"
         return json_response({"success": False, "error": {"code": code, "reason": err.reason}}, err.status)
+
+    @app.errorhandler(StoreError)
+    async def unavailable(err: StoreError) -> Response:
+        body = {"success": False, "error": {"code": "storage_unavailable", "reason": str(err)}}
+        return json_response(body, 503, headers={"Retry-After": "1"})
 
     @app.errorhandler(Exception)
     async def unexpected(err: Exception) -> Response:
@@ -99,15 +105,23 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         await access()
         return json_response(await performance(pulse))
 
+    async def admin() -> Access:
+        """Project administration is for the server's owner: the default project's secret key
+        (printed at start), not any project's secret key."""
+        granted = await access()
+        if granted.project.id != (await pulse.store.default_project()).id:
+            raise AuthError(403, "managing projects needs the default project's secret key")
+        return granted
+
     @app.get("/api/admin/projects")
     async def list_projects() -> Response:
-        await access()
+        await admin()
         projects = await pulse.store.list_projects()
         return json_response({"projects": [_project(p) for p in projects]})
 
     @app.post("/api/admin/projects")
     async def create_project() -> Response:
-        await access()
+        await admin()
         body = await request.get_data()
         try:
             name = msgspec.json.decode(body or b"{}", type=dict).get("name")

@@ -80,11 +80,12 @@ async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool
 
 async def ingest_batch(pulse: Pulse, project: str, items: list[msgspec.Raw], *, behavioral: bool,
                        user_id: str | None, request_id: str | None, msgpack: bool,
-                       batch_body: bytes | None = None) -> Any:
+                       batch_body: bytes | None = None, sent_at: float | str | None = None) -> Any:
     started = time.perf_counter()
     try:
         if behavioral:
-            accepted, rejected = decode_behavioral_items(project, items, received_at=now_ms(), msgpack=msgpack)
+            accepted, rejected = decode_behavioral_items(project, items, received_at=now_ms(), msgpack=msgpack,
+                                                         sent_at=sent_at)
             decoded = Decoded(None, accepted, rejected)
         else:
             decoded = decode_track_batch(project, batch_body or b"{}", user_id=user_id, received_at=now_ms(), msgpack=msgpack)

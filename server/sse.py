@@ -25,7 +25,7 @@ from server.ingest_routes import now_ms
 from server.params import text_param
 
 RESUME_PAGE: Final = 1000
-RESUME_MAX: Final = 10_000  # events replayed on reconnect before the client must re-query instead
+RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
 _json = msgspec.json.Encoder()
 
 
@@ -126,18 +126,18 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
 
 async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, after: int) -> int:
     """Send the stored events after ``after`` that this subscriber would have received."""
-    last, sent = after, 0
-    while sent < RESUME_MAX:
+    last, scanned = after, 0
+    while scanned < RESUME_MAX:
         events = await pulse.store.events_after(sub.project, last, limit=RESUME_PAGE)
         if not events:
             break
         chunks: list[bytes] = []
+        scanned += len(events)
         for event in events:
             last = event.seq
             body = _replay_body(sub, event, behavioral)
             if body is not None:
                 chunks.append(_frame(_json.encode(body), event.seq))
-                sent += 1
         if chunks:
             await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
         if len(events) < RESUME_PAGE:

@@ -45,10 +45,12 @@ from server.context import Pulse
 from server.http import Receive, Scope, Send
 from server.ingest_routes import now_ms
 from server.socket_ingest import ingest_batch, ingest_one
+from storage.base import StoreError
 
 log = logging.getLogger("pulse.ws")
 
 IN_FLIGHT_PER_SOCKET: Final = 8  # events/batches a client may have awaiting their ack at once
+IN_FLIGHT_GRACE_S: Final = 5.0  # after a disconnect, how long in-flight ingests may take to finish
 MAX_CLIENT_MESSAGE: Final = 5 * 1024 * 1024
 
 _behavioral_json = msgspec.json.Decoder(BehavioralClientMessage)
@@ -115,6 +117,9 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     except AuthError as err:
         await _refuse(send, err.status, err.reason)
         return
+    except StoreError:
+        await _refuse(send, 503, "storage unavailable; retry later")
+        return
     if not behavioral and not access.can_read:
         await _refuse(send, 403, "streaming all events needs the project's secret key")
         return
@@ -167,6 +172,11 @@ async def _run(socket: Socket, receive: Receive) -> int:
 
         nursery.start_soon(write)
         await _reader(socket, receive, nursery)
+        # The client left (or we shut down): events it sent are still being stored and processed;
+        # let them finish (bounded) so a page-unload "send then close" loses nothing it sent.
+        with trio.move_on_after(IN_FLIGHT_GRACE_S):
+            for _ in range(IN_FLIGHT_PER_SOCKET):
+                await socket.limiter.acquire()
         nursery.cancel_scope.cancel()
     if socket.pulse.draining and not socket.sub.evicted:
         return CLOSE_GOING_AWAY
@@ -224,7 +234,7 @@ async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: s
                                       user_id=None, request_id=msg.requestId, msgpack=binary)
         elif isinstance(msg, SendBatch):
             answer = await ingest_batch(socket.pulse, project, msg.events, behavioral=True, user_id=None,
-                                        request_id=msg.requestId, msgpack=binary)
+                                        request_id=msg.requestId, msgpack=binary, sent_at=msg.sentAt)
         elif isinstance(msg, Track):
             answer = await ingest_one(socket.pulse, project, bytes(msg.payload), behavioral=False, name=msg.eventName,
                                       user_id=None, request_id=msg.requestId, msgpack=binary)
@@ -233,9 +243,14 @@ async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: s
                                         request_id=msg.requestId, msgpack=binary, batch_body=raw)
         else:
             answer = ErrorMessage(reason=f"unsupported message {type(msg).__name__!r}")
-        socket.reply(answer)
+    except Exception:
+        # a bug of ours must cost this one message, not the connection and its other messages
+        log.exception("ingest over websocket failed")
+        answer = ErrorMessage(requestId=getattr(msg, "requestId", None), code="internal_error",
+                              reason="internal server error")
     finally:
         socket.limiter.release()
+    socket.reply(answer)
 
 
 def _connect(socket: Socket, msg: Connection) -> None:
@@ -258,6 +273,11 @@ def _connect(socket: Socket, msg: Connection) -> None:
 
 
 def _subscriptions(socket: Socket, msg: Subscribe | Unsubscribe) -> None:
+    sub = socket.sub
+    if isinstance(msg, Subscribe) and not socket.access.can_read and sub.session_id is None and sub.user_id is None:
+        socket.reply(ErrorMessage(code="forbidden", field="$.type",
+                                  reason="a public key must first connect to a sessionId or userId"))
+        return
     unknown = [name for name in msg.subscriptions if name not in KINDS_BY_SUBSCRIPTION]
     if unknown:
         socket.reply(ErrorMessage(code="invalid_field", field="$.subscriptions", reason=f"unknown subscriptions {unknown!r}"))
