@@ -33,8 +33,9 @@ from storage.sqlite import SqliteStore
 
 log = logging.getLogger("pulse")
 
+# Shutdown budget, under the 10 s a supervisor waits: requests 3 s + actors 2 s + store flush <= 5 s.
 GRACEFUL_TIMEOUT_S: Final = 3.0  # in-flight requests get this long after we stop accepting
-DRAIN_TIMEOUT_S: Final = 3.0  # actor mailboxes + snapshots
+DRAIN_TIMEOUT_S: Final = 2.0  # actor mailboxes + snapshots
 
 
 def hypercorn_config(settings: Settings) -> Config:

@@ -39,7 +39,6 @@ class Settings:
     sse_ping_interval: float = 15.0
     sse_stats_interval: float = 5.0
     idle_ttl: float = 300.0  # actors passivate after this long without a message
-    shutdown_deadline: float = 8.0
     synchronous: str = "FULL"  # SQLite: FULL = every acknowledged commit is fsynced
     ws_compression: bool = False  # permessage-deflate costs 10s-100s of KiB per socket
 
