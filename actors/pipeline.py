@@ -7,6 +7,7 @@ commit shared with concurrent requests, so it costs a few milliseconds, not one 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import defaultdict
@@ -54,6 +55,24 @@ class IngestPipeline:
         self.actors = actors
         self.hub = hub
         self.metrics = metrics
+        # Requests finish out of seq order, so a stream may show seq 12 before 11 is published;
+        # a resume point must never pass 11 while it is on its way. ``published_upto`` is the
+        # highest seq S such that every event with seq <= S has been published; finished ranges
+        # above a gap wait in a heap until the gap closes.
+        self.published_upto = 0
+        self._finished: list[tuple[int, int]] = []
+
+    def start_from(self, max_seq: int) -> None:
+        """Everything stored before this process started counts as published (it is history)."""
+        self.published_upto = max_seq
+
+    def resume_floor(self) -> int:
+        return self.published_upto
+
+    def _finish(self, low: int, high: int) -> None:
+        heapq.heappush(self._finished, (low, high))
+        while self._finished and self._finished[0][0] <= self.published_upto + 1:
+            self.published_upto = max(self.published_upto, heapq.heappop(self._finished)[1])
 
     async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
         """Store ``events`` durably, process the new ones, publish them. ``started`` = perf_counter()
@@ -74,13 +93,18 @@ class IngestPipeline:
             event.seq = outcome.seq
             if not outcome.duplicate:
                 fresh.append(event)
-        processed, sessions = await self._process(fresh)
+        processed, sessions = True, dict[str, Any]()
         if fresh:
             try:
-                self._publish(fresh, sessions)
-            except Exception:  # the events are stored and processed: a fan-out bug must not fail the request
-                log.exception("fan-out failed")
-                self.metrics.drops["fanout_error"] += len(fresh)
+                processed, sessions = await self._process(fresh)
+                try:
+                    self._publish(fresh, sessions)
+                except Exception:  # stored and processed: a fan-out bug must not fail the request
+                    log.exception("fan-out failed")
+                    self.metrics.drops["fanout_error"] += len(fresh)
+            finally:
+                # the store gives one append's new events consecutive seqs
+                self._finish(fresh[0].seq, fresh[-1].seq)
         elapsed_ms = (time.perf_counter() - started) * 1000
         duplicates = len(events) - len(fresh)
         self.metrics.count_ingest(len(fresh), duplicates, rejected, elapsed_ms)

@@ -84,13 +84,15 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
         await services.start(store.run)
         actors = ActorSystem(store, {"session": SessionActor, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
+        pipeline = IngestPipeline(store, actors, hub, metrics)
+        pipeline.start_from(await store.max_seq())
         pulse = Pulse(
             settings=settings,
             store=store,
             actors=actors,
             hub=hub,
             metrics=metrics,
-            pipeline=IngestPipeline(store, actors, hub, metrics),
+            pipeline=pipeline,
             cors=Cors(settings),
         )
         app = PulseApp(pulse)

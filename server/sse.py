@@ -29,9 +29,14 @@ RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that
 _json = msgspec.json.Encoder()
 
 
-def _frame(body: bytes, seq: int = 0) -> bytes:
-    head = b"id: %d\n" % seq if seq else b""
-    return head + b"data: " + body + b"\n\n"
+def _frame(body: bytes, seq: int = 0, floor: int = 0) -> bytes:
+    """One SSE message. Its ``id`` is where a reconnect resumes: the event's seq, or lower while an
+    earlier-committed event is still on its way (at-least-once: a resume may repeat an event, with
+    the same event id in its data, but never skips one)."""
+    if not seq:
+        return b"data: " + body + b"\n\n"
+    resume_at = min(seq, floor)
+    return b"id: %d\ndata: %s\n\n" % (resume_at, body)
 
 
 def _last_event_id(req: Request) -> int | None:
@@ -109,7 +114,8 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
                 return  # evicted as slow (the hub counted it), or the server is shutting down
             if frame.seq and frame.seq <= replayed_upto:
                 continue  # already sent by the replay
-            await send({"type": "http.response.body", "body": _frame(frame.data, frame.seq), "more_body": True})
+            floor = pulse.pipeline.resume_floor()
+            await send({"type": "http.response.body", "body": _frame(frame.data, frame.seq, floor), "more_body": True})
             continue
         now = trio.current_time()
         if now >= next_ping:

@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 
 import httpx
+import pytest
 import trio
 
 from tests.e2e.server_process import ServerProcess
@@ -46,6 +47,9 @@ async def _stored_client_ids(url: str) -> list[str]:
                 return ids
 
 
+# The load clients' sockets are cut by the kill mid-request; their transport may be collected
+# unclosed. That is the point of the test, not a leak of the code under test.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_store_nothing_twice(tmp_path: pathlib.Path) -> None:
     data = tmp_path / "data"
     first = ServerProcess(data).start()
@@ -56,6 +60,9 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_store_no
             for client_no in range(CLIENTS):
                 nursery.start_soon(_load, first.url, client_no, acked, sent)
             await trio.sleep(LOAD_S)
+            with trio.fail_after(30):  # on a busy machine the first answers may take longer
+                while len(acked) < BATCH * 4:
+                    await trio.sleep(0.05)
             first.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     finally:
         first.kill()
