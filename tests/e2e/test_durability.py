@@ -17,7 +17,7 @@ BATCH = 20
 LOAD_S = 1.5  # how long the load runs before the kill
 
 
-async def _load(url: str, client_no: int, acked: set[str], sent: set[str]) -> None:
+async def _load(url: str, client_no: int, acked: set[str], sent: set[str], warmed: trio.Event) -> None:
     """Send batches of events with client ids until the server dies; record what was acknowledged."""
     async with httpx.AsyncClient(base_url=url, timeout=5) as http:
         for batch_no in range(10_000):
@@ -32,6 +32,8 @@ async def _load(url: str, client_no: int, acked: set[str], sent: set[str]) -> No
                 continue
             assert answer.status_code == 200, answer.text
             acked.update(ids)
+            if len(acked) >= BATCH * 4:
+                warmed.set()
 
 
 async def _stored_client_ids(url: str) -> list[str]:
@@ -55,14 +57,14 @@ async def test_kill_9_under_load_loses_nothing_acknowledged_and_retries_store_no
     first = ServerProcess(data).start()
     acked: set[str] = set()
     sent: set[str] = set()
+    warmed = trio.Event()  # some batches were acknowledged: the kill lands under real load
     try:
         async with trio.open_nursery() as nursery:
             for client_no in range(CLIENTS):
-                nursery.start_soon(_load, first.url, client_no, acked, sent)
+                nursery.start_soon(_load, first.url, client_no, acked, sent, warmed)
+            with trio.fail_after(30):  # on a busy machine the first answers may take a while
+                await warmed.wait()
             await trio.sleep(LOAD_S)
-            with trio.fail_after(30):  # on a busy machine the first answers may take longer
-                while len(acked) < BATCH * 4:
-                    await trio.sleep(0.05)
             first.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     finally:
         first.kill()
