@@ -60,6 +60,17 @@ def set_compression(enabled: bool) -> None:
     ws_stream.PerMessageDeflate = _SafeDeflate if enabled else _NoCompression  # type: ignore[misc,attr-defined,assignment]
 
 
+_original_ws_init = ws_stream.WSStream.__init__
+
+
+def _ws_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _original_ws_init(self, *args, **kwargs)
+    # Set here, in every instance and in the same order, so CPython keeps sharing the instance
+    # dict's keys between streams: attributes added later give each socket a private dict (~1 KiB).
+    self.pulse_last_heard = time.monotonic()
+    self.pulse_closed = None
+
+
 async def _handle_events(self: Any) -> None:
     self.pulse_last_heard = time.monotonic()
     await _original_handle_events(self)
@@ -72,7 +83,7 @@ async def _ws_handle(self: Any, event: Any) -> None:
 
 
 def _closed_event(stream: Any) -> trio.Event:
-    event = getattr(stream, "pulse_closed", None)
+    event = stream.pulse_closed
     if event is None:
         event = stream.pulse_closed = trio.Event()
     return event
@@ -81,7 +92,6 @@ def _closed_event(stream: Any) -> trio.Event:
 async def _send_pings(self: Any) -> None:
     interval = self.config.websocket_ping_interval
     deadline = interval + _settings["timeout"]
-    self.pulse_last_heard = getattr(self, "pulse_last_heard", time.monotonic())
     closed = _closed_event(self)
     while not self.closed:
         with trio.move_on_after(interval):
@@ -200,6 +210,7 @@ def install(*, compression: bool, ping_timeout: float) -> None:
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
     ws_stream.WSStream._send_pings = _send_pings  # type: ignore[method-assign]
     ws_stream.WSStream.handle = _ws_handle  # type: ignore[method-assign]
+    ws_stream.WSStream.__init__ = _ws_init  # type: ignore[method-assign]
     tcp_server.TCPServer.__init__ = _tcp_init  # type: ignore[method-assign]
     tcp_server.TCPServer._read_data = _read_data  # type: ignore[method-assign]
     tcp_server.TCPServer.protocol_send = _protocol_send  # type: ignore[method-assign]

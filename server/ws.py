@@ -91,8 +91,14 @@ class Socket:
         self.sub = sub
         self.send = send
         self.behavioral = behavioral
-        self.limiter = trio.Semaphore(IN_FLIGHT_PER_SOCKET)
+        self._limiter: trio.Semaphore | None = None  # made on the first ingest: most sockets only listen
         self.connection_id = "conn_" + os.urandom(8).hex()
+
+    @property
+    def limiter(self) -> trio.Semaphore:
+        if self._limiter is None:
+            self._limiter = trio.Semaphore(IN_FLIGHT_PER_SOCKET)
+        return self._limiter
 
     def reply(self, body: Any) -> None:
         self.sub.send_direct(encode_for(self.sub, body))
@@ -111,9 +117,9 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    headers, query = _headers(scope), _query(scope)
+    query = _query(scope)
     try:
-        access = await authenticate(pulse.store, key_from(headers, query), open_access=pulse.settings.open_access)
+        access = await authenticate(pulse.store, key_from(_headers(scope), query), open_access=pulse.settings.open_access)
     except AuthError as err:
         await _refuse(send, err.status, err.reason)
         return
@@ -134,12 +140,17 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     sub = Subscriber(access.project.id, kinds, msgpack=msgpack)
     socket = Socket(pulse, access, sub, send, behavioral)
     await send({"type": "websocket.accept", "subprotocol": chosen})
+    # The handshake's headers are no longer needed (access logging is off), but the scope would
+    # hold them for the socket's lifetime: ~1.7 KiB per idle socket.
+    scope["headers"] = ()
     pulse.metrics.open_websockets += 1
     pulse.hub.subscribe(sub)
     code = CLOSE_NORMAL
+    scoped = Connection(sessionId=query.get("sessionId"), userId=query.get("userId"))
+    del query  # not kept in this long-lived frame
     try:
-        if behavioral and (query.get("sessionId") or query.get("userId")):
-            _connect(socket, Connection(sessionId=query.get("sessionId"), userId=query.get("userId")))
+        if behavioral and (scoped.sessionId or scoped.userId):
+            _connect(socket, scoped)
         elif not behavioral:
             socket.reply({"type": "connected", "connectionId": socket.connection_id, "protocol": "msgpack" if msgpack else "json"})
         code = await _run(socket, receive)
@@ -174,9 +185,10 @@ async def _run(socket: Socket, receive: Receive) -> int:
         await _reader(socket, receive, nursery)
         # The client left (or we shut down): events it sent are still being stored and processed;
         # let them finish (bounded) so a page-unload "send then close" loses nothing it sent.
-        with trio.move_on_after(IN_FLIGHT_GRACE_S):
-            for _ in range(IN_FLIGHT_PER_SOCKET):
-                await socket.limiter.acquire()
+        if socket._limiter is not None:
+            with trio.move_on_after(IN_FLIGHT_GRACE_S):
+                for _ in range(IN_FLIGHT_PER_SOCKET):
+                    await socket._limiter.acquire()
         nursery.cancel_scope.cancel()
     if socket.pulse.draining and not socket.sub.evicted:
         return CLOSE_GOING_AWAY
