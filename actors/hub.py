@@ -103,10 +103,6 @@ class Subscriber:
             return False  # closed (the connection is ending): not a slow client
         return True
 
-    def send_direct(self, frame: Frame) -> None:
-        """Queue a frame meant for this subscriber only (acks, errors); evicts when full."""
-        self.offer(frame)
-
     def evict(self) -> None:
         self.evicted = True
         self._send.close()

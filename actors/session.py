@@ -175,30 +175,14 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         )
 
     def view(self) -> SessionView:
+        """The summary plus the page list (built only when asked for: GetView)."""
         state = self.state
         pages = state.pages
-        last_activity = state.last_activity
         visits: list[PageVisit] = []
         for i, page in enumerate(pages):
-            until = pages[i + 1].entered_at if i + 1 < len(pages) else last_activity
+            until = pages[i + 1].entered_at if i + 1 < len(pages) else state.last_activity
             visits.append(PageVisit(page.url, page.entered_at, max(0, (until or 0) - page.entered_at)))
-        current = pages[-1] if pages else None
-        return SessionView(
-            session_id=state.session_id,
-            user_id=state.user_id,
-            device_type=state.device_type,
-            event_count=state.event_count,
-            page_views=state.page_views,
-            pages=visits,
-            pages_dropped=state.pages_dropped,
-            current_page=current.url if current else None,
-            time_on_page_ms=visits[-1].time_on_page_ms if visits else 0,
-            scroll_depth=current.scroll if current else state.unpaged_scroll,
-            max_scroll_depth=state.max_scroll,
-            started_at=state.started_at,
-            last_activity=last_activity,
-            last_event_type=state.last_event_type,
-        )
+        return SessionView(**msgspec.structs.asdict(self.summary()), pages=visits, pages_dropped=state.pages_dropped)
 
 
 def session_factory(key: ActorKey, store: ActorStore) -> SessionActor:

@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 
 from protocol import behavioral, tracking
-from protocol.errors import error_body  # noqa: F401  (documented shape below)
 
 REF = "#/components/schemas/{name}"
 

@@ -101,7 +101,7 @@ class Socket:
         return self._limiter
 
     def reply(self, body: Any) -> None:
-        self.sub.send_direct(encode_for(self.sub, body))
+        self.sub.offer(encode_for(self.sub, body))  # acks and errors share the queue (one writer)
 
     async def writer(self) -> int:
         """Send queued frames until the queue closes; returns the close code."""
