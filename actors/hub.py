@@ -45,11 +45,13 @@ class Attrs(msgspec.Struct, frozen=True):
 
 
 class Frame(msgspec.Struct, frozen=True):
-    """One encoded message as queued for a subscriber. ``seq`` is the event seq (SSE id) or 0."""
+    """One encoded message as queued for a subscriber. ``seq`` is the event seq or 0; ``pos`` is
+    its position in the cluster's stream ("<stream id>/<index>", "" on one node): the resume id."""
 
     seq: int
     data: bytes
     binary: bool
+    pos: str = ""
 
 
 class Subscriber:
@@ -133,7 +135,7 @@ class Hub:
     def has_subscribers(self, project: str) -> bool:
         return project in self._by_project
 
-    def publish(self, project: str, kind: str, attrs: Attrs, body: Any, *, seq: int = 0) -> int:
+    def publish(self, project: str, kind: str, attrs: Attrs, body: Any, *, seq: int = 0, pos: str = "") -> int:
         """Offer ``body`` to every matching subscriber of ``project``; returns how many took it."""
         subs = self._by_project.get(project)
         if not subs:
@@ -146,7 +148,7 @@ class Hub:
             frame = encoded.get(sub.msgpack)
             if frame is None:
                 try:
-                    frame = encoded[sub.msgpack] = encode_for(sub, body, seq)
+                    frame = encoded[sub.msgpack] = encode_for(sub, body, seq, pos)
                 except (TypeError, ValueError, OverflowError):
                     # e.g. an integer beyond 64 bits has no MessagePack form: skip, count, go on
                     self.metrics.drops["unencodable_message"] += 1
@@ -165,7 +167,7 @@ class Hub:
         self._by_project.clear()
 
 
-def encode_for(sub: Subscriber, body: Any, seq: int = 0) -> Frame:
+def encode_for(sub: Subscriber, body: Any, seq: int = 0, pos: str = "") -> Frame:
     """Encode a message for one subscriber in its wire format.
 
     Stored payloads are kept as raw JSON (msgspec.Raw), which only a JSON encoder can splice in,
@@ -173,5 +175,5 @@ def encode_for(sub: Subscriber, body: Any, seq: int = 0) -> Frame:
     """
     data = _json.encode(body)
     if sub.msgpack:
-        return Frame(seq, _msgpack.encode(msgspec.json.decode(data)), True)
-    return Frame(seq, data, False)
+        return Frame(seq, _msgpack.encode(msgspec.json.decode(data)), True, pos)
+    return Frame(seq, data, False, pos)

@@ -15,9 +15,11 @@ from typing import Any, Final
 
 import trio
 
-from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, Attrs, Hub
+from actors.cluster import ActorRouter
+from actors.fanout import Fanout, Message
+from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, Attrs
 from actors.metrics import Metrics
-from actors.runtime import ActorCrashed, ActorSystem, ApplyEvents, AskTimeout, MailboxFull, SystemClosed
+from actors.runtime import ActorError, ActorSystem, ApplyEvents
 from protocol.record import SOURCE_BEHAVIORAL, AppendOutcome, Event
 from protocol.views import behavioral_message, event_message, metrics_message
 from storage.base import Store
@@ -50,10 +52,11 @@ class IngestResult:
 
 
 class IngestPipeline:
-    def __init__(self, store: Store, actors: ActorSystem, hub: Hub, metrics: Metrics) -> None:
+    def __init__(self, store: Store, actors: ActorSystem, router: ActorRouter, fanout: Fanout, metrics: Metrics) -> None:
         self.store = store
         self.actors = actors
-        self.hub = hub
+        self.router = router
+        self.fanout = fanout
         self.metrics = metrics
         # Requests finish out of seq order, so a stream may show seq 12 before 11 is published;
         # a resume point must never pass 11 while it is on its way. ``published_upto`` is the
@@ -98,7 +101,7 @@ class IngestPipeline:
             try:
                 processed, sessions = await self._process(fresh)
                 try:
-                    self._publish(fresh, sessions)
+                    await self._publish(fresh, sessions)
                 except Exception:  # stored and processed: a fan-out bug must not fail the request
                     log.exception("fan-out failed")
                     self.metrics.drops["fanout_error"] += len(fresh)
@@ -116,6 +119,7 @@ class IngestPipeline:
         before the commit means a client's retry can never store an event twice."""
         keys = {("session", e.project, e.session_id) for e in events if e.session_id}
         keys |= {("user", e.project, e.user_id) for e in events if e.user_id}
+        keys = {key for key in keys if self.router.owns(key)}  # an owner elsewhere pushes back itself
         if await self.actors.wait_for_room(keys, timeout=BACKPRESSURE_S):
             return
         self.metrics.drops["backpressure_503"] += 1
@@ -128,34 +132,37 @@ class IngestPipeline:
         requests = _requests(fresh)
         if not requests:
             return True, {}
-        try:
-            replies = await self.actors.ask_many(requests, timeout=PROCESS_TIMEOUT_S)
-        except (MailboxFull, AskTimeout, ActorCrashed, SystemClosed) as exc:
+        replies = await self.router.ask_many(requests, timeout=PROCESS_TIMEOUT_S)
+        failures = [reply for reply in replies if isinstance(reply, ActorError)]
+        if failures:
             # The events are durable; live state catches up when the actor is next rebuilt.
             self.metrics.processing_failures += 1
-            log.warning("processing failed after commit: %s", exc)
-            return False, {}
-        sessions = {key[2]: reply for (key, _), reply in zip(requests, replies, strict=True) if key[0] == "session"}
-        return True, sessions
+            log.warning("processing failed after commit for %d of %d actors: %s", len(failures), len(replies), failures[0])
+        sessions = {
+            key[2]: reply
+            for (key, _), reply in zip(requests, replies, strict=True)
+            if key[0] == "session" and not isinstance(reply, ActorError)
+        }
+        return not failures, sessions
 
-    def _publish(self, fresh: list[Event], sessions: dict[str, Any]) -> None:
-        hub = self.hub
+    async def _publish(self, fresh: list[Event], sessions: dict[str, Any]) -> None:
         project = fresh[0].project
-        if not hub.has_subscribers(project):
+        if not self.fanout.wanted(project):
             return
+        messages: list[Message] = []
         for event in fresh:
             attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
-            hub.publish(project, KIND_EVENT, attrs, event_message(event), seq=event.seq)
+            messages.append((KIND_EVENT, attrs, event_message(event), event.seq))
             if event.source == SOURCE_BEHAVIORAL or event.session_id:
                 session = sessions.get(event.session_id) if event.session_id else None
-                hub.publish(project, KIND_BEHAVIORAL, attrs, behavioral_message(event, session), seq=event.seq)
+                messages.append((KIND_BEHAVIORAL, attrs, behavioral_message(event, session), event.seq))
         published: set[str] = set()
         for event in fresh:
             if event.session_id and event.session_id in sessions and event.session_id not in published:
                 published.add(event.session_id)
-                view = sessions[event.session_id]
                 attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
-                hub.publish(project, KIND_METRICS, attrs, metrics_message(view))
+                messages.append((KIND_METRICS, attrs, metrics_message(sessions[event.session_id]), 0))
+        await self.fanout.publish(project, messages)
 
 
 def _requests(events: list[Event]) -> ActorRequests:

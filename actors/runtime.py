@@ -32,6 +32,7 @@ RECEIVE_TIMEOUT_S: Final = 30.0  # a receive() that hangs longer is treated as a
 ACTIVATE_TIMEOUT_S: Final = 30.0  # snapshot load + replay; longer is a crash
 SNAPSHOT_SAVE_TIMEOUT_S: Final = 10.0  # a snapshot that cannot be saved in time is skipped
 RETRY_AFTER_S: Final = 1  # what the edge should put in Retry-After for MailboxFull
+SEEN_KEPT: Final = 4096  # applied seqs a projection remembers to apply each event once
 
 ActorKey = tuple[str, str, str]  # (kind, project, id)
 
@@ -139,7 +140,7 @@ class _Cell:
 
     __slots__ = (
         "key", "send", "recv", "instance", "crash_times", "last_error", "retiring", "stopped",
-        "current", "finished", "room",
+        "current", "finished", "room", "discard_snapshot",
     )  # fmt: skip
 
     def __init__(self, key: ActorKey, mailbox_size: int) -> None:
@@ -153,6 +154,7 @@ class _Cell:
         self.current: _Envelope | None = None  # the message being handled
         self.finished = trio.Event()
         self.room: trio.Event | None = None  # set when a message leaves a full mailbox
+        self.discard_snapshot = False  # retired because its state may be stale: do not save it
 
 
 class ActorSystem:
@@ -189,6 +191,9 @@ class ActorSystem:
         self._restarts = 0
         self._crashes = 0
         self._passivations = 0
+        # False while this node cannot be sure it is the only owner of its actors (a cluster without
+        # Redis): a snapshot then could claim events that another node applied elsewhere.
+        self.snapshots_enabled = True
 
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -219,6 +224,17 @@ class ActorSystem:
                 await cell.finished.wait()
         if left := sum(not cell.finished.is_set() for cell in cells):
             log.warning("actor drain deadline of %rs passed with %d actors still running", deadline, left)
+
+    def retire_where(self, predicate: Callable[[ActorKey], bool], *, save: bool) -> int:
+        """Retire every live actor whose key matches (its ownership moved to another node, or its
+        state may have diverged): it handles what is already in its mailbox, saves its snapshot when
+        ``save``, and exits; the next ask activates it afresh from snapshot + log. Returns how many."""
+        retired = 0
+        for cell in [c for c in self._cells.values() if predicate(c.key)]:
+            cell.discard_snapshot = not save
+            self._begin_retire(cell)
+            retired += 1
+        return retired
 
     # asking --------------------------------------------------------------------------------------
     async def ask(self, key: ActorKey, msg: Any, *, timeout: float) -> Any:  # noqa: ASYNC109 (see ask_many)
@@ -469,7 +485,7 @@ class ActorSystem:
 
     async def _save_snapshot(self, cell: _Cell) -> None:
         """Best effort: a snapshot that cannot be written only means a longer replay next time."""
-        if cell.instance is None:
+        if cell.instance is None or cell.discard_snapshot or not self.snapshots_enabled:
             return
         kind, project, ident = cell.key
         try:
@@ -556,10 +572,14 @@ class ProjectionActor(Generic[StateT, ViewT]):
     """An actor whose state is a fold over the events of its key: snapshot + replay + live batches.
 
     Subclasses give ``state_type`` and implement ``initial_state``, ``load_events``, ``apply`` and
-    ``view``. The activation skip rule lives here: the ingest path commits events before delivering
-    them, so the batch that triggered an activation (and any batch racing with it) may hold events
-    the replay already applied. Events with ``seq <= replayed_upto`` are skipped, everything else is
-    applied; events with ``seq == 0`` were never stored, cannot have been replayed, and are applied.
+    ``view``. The skip rule lives here: the ingest path commits events before delivering them, so
+    the batch that triggered an activation (and any batch racing with it) may hold events the
+    replay already applied, and a forwarded batch may be delivered twice after a retry. Each event
+    is applied once: an event is skipped when its seq is covered by the snapshot or is among the
+    seqs already applied (the last SEEN_KEPT of them are remembered; older ones raise the floor).
+    Seqs are not a commit order across nodes (two nodes commit concurrently), which is why this is
+    a set and not "seq <= highest applied". Events with ``seq == 0`` were never stored, cannot have
+    been replayed, and are applied.
     """
 
     state_type: ClassVar[type[msgspec.Struct]]  # msgpack-encoded in snapshots
@@ -572,6 +592,9 @@ class ProjectionActor(Generic[StateT, ViewT]):
         self.replayed_upto = 0  # max seq covered by the snapshot and the activation replay
         self.applied_upto = 0  # max seq applied so far: the snapshot's upto_seq
         self.dirty = True  # state differs from the stored snapshot
+        self._floor = 0  # every seq <= floor is applied (the snapshot's, or evicted from _seen)
+        self._seen: set[int] = set()  # seqs above the floor applied by this activation
+        self._seen_order: deque[int] = deque()
 
     def initial_state(self) -> StateT:
         raise NotImplementedError
@@ -603,20 +626,44 @@ class ProjectionActor(Generic[StateT, ViewT]):
             except msgspec.DecodeError as exc:  # an old or corrupt snapshot: rebuild from the log
                 log.warning("actor %r ignores its unreadable snapshot: %r", self.key, exc)
                 self.state = self.initial_state()
+        self._floor = upto
         events = await self.load_events(upto)
         if events:
             events.sort(key=event_order)
             self.apply(events)
+            self._remember(events)
             upto = max(upto, max(event.seq for event in events))
         self.replayed_upto = self.applied_upto = upto
         self.dirty = bool(events)  # an unknown key or an up-to-date snapshot: nothing new to save
 
+    def _remember(self, events: list[Event]) -> None:
+        for event in events:
+            if event.seq:
+                self._seen.add(event.seq)
+                self._seen_order.append(event.seq)
+        while len(self._seen_order) > SEEN_KEPT:
+            old = self._seen_order.popleft()
+            self._seen.discard(old)
+            self._floor = max(self._floor, old)
+
+    def _unapplied(self, events: list[Event]) -> list[Event]:
+        fresh: list[Event] = []
+        batch: set[int] = set()
+        for e in events:
+            if e.seq == 0:
+                fresh.append(e)
+            elif e.seq > self._floor and e.seq not in self._seen and e.seq not in batch:
+                batch.add(e.seq)
+                fresh.append(e)
+        return fresh
+
     async def receive(self, msg: Any) -> ViewT:
         if isinstance(msg, ApplyEvents):
-            fresh = [e for e in msg.events if e.seq > self.replayed_upto or e.seq == 0]
+            fresh = self._unapplied(msg.events)
             if fresh:
                 fresh.sort(key=event_order)
                 self.apply(fresh)
+                self._remember(fresh)
                 self.applied_upto = max(self.applied_upto, max(event.seq for event in fresh))
                 self.dirty = True
             return self.summary()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from actors.cluster import ActorRouter
+from actors.fanout import Fanout
 from actors.hub import Hub
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
@@ -27,6 +30,10 @@ class Pulse:
     metrics: Metrics
     pipeline: IngestPipeline
     cors: Cors
+    node_id: str
+    bus: Any  # storage.redis_bus.RedisBus, or None on one node
+    router: ActorRouter
+    fanout: Fanout
     started_at: float = field(default_factory=time.time)
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import secrets
 import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Final, cast
 
@@ -17,18 +22,20 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from actors.cluster import ActorRouter
+from actors.fanout import Fanout
 from actors.hub import Hub
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
-from actors.session import SessionActor
-from actors.user import UserActor
+from actors.session import SessionActor, SessionSummary
+from actors.user import UserActor, UserSummary
 from server import hypercorn_tuning
 from server.app import PulseApp
 from server.context import Pulse
 from server.cors import Cors
 from server.settings import Settings
-from storage.base import Project
+from storage.base import Project, Store
 from storage.sqlite import SqliteStore
 
 log = logging.getLogger("pulse")
@@ -60,13 +67,19 @@ async def _watch_signals(pulse: Pulse) -> None:
     pulse.begin_shutdown()
 
 
-def banner(settings: Settings, binds: list[str], project: Project) -> str:
+def banner(settings: Settings, binds: list[str], project: Project, node_id: str) -> str:
     url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
     access = "open on loopback (no key needed for the default project)" if settings.open_access else "keys required"
+    if settings.database_url:
+        data = f"{_redact(settings.database_url)} (PostgreSQL)"
+    else:
+        data = f"{settings.data_dir.resolve()}/pulse.db (SQLite, WAL)"
+    bus = f"{_redact(settings.redis_url)} (Redis), node {node_id}" if settings.redis_url else "in-process (one node)"
     return "\n".join(
         [
             f"Pulse listening on {url}  (docs: {url}/docs)",
-            f"  data:        {settings.data_dir.resolve()}/pulse.db (SQLite, WAL)",
+            f"  data:        {data}",
+            f"  bus:         {bus}",
             f"  access:      {access}",
             f"  project:     {project.name} ({project.id})",
             f"  public key:  {project.public_key}   (ingest only; safe in a browser)",
@@ -75,16 +88,64 @@ def banner(settings: Settings, binds: list[str], project: Project) -> str:
     )
 
 
+def _redact(url: str) -> str:
+    """A URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def make_store(settings: Settings) -> Store:
+    if settings.database_url:
+        from storage.postgres import PostgresStore  # imports trio_asyncio before asyncpg
+
+        return PostgresStore(settings.database_url)
+    return SqliteStore(settings.data_dir, synchronous=settings.synchronous)
+
+
+@asynccontextmanager
+async def backend_loop(settings: Settings) -> AsyncIterator[None]:
+    """PostgreSQL's driver is asyncio: run everything inside trio-asyncio's loop (DESIGN.md)."""
+    if not settings.database_url:
+        yield
+        return
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop():
+        yield
+
+
 async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    async with backend_loop(settings):
+        await _run_node(settings, task_status)
+
+
+async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]]) -> None:
     hypercorn_tuning.install(compression=settings.ws_compression, ping_timeout=settings.ws_ping_timeout)
+    node_id = settings.node_id or default_node_id()
     metrics = Metrics()
     hub = Hub(metrics)
-    store = SqliteStore(settings.data_dir, synchronous=settings.synchronous)
+    store = make_store(settings)
+    bus = None
+    if settings.redis_url:
+        from storage.redis_bus import RedisBus
+
+        bus = RedisBus(settings.redis_url, node_id)
     async with trio.open_nursery() as services:
         await services.start(store.run)
+        if bus is not None:
+            await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         actors = ActorSystem(store, {"session": SessionActor, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
-        pipeline = IngestPipeline(store, actors, hub, metrics)
+        router = ActorRouter(actors, bus, {"session": SessionSummary, "user": UserSummary})
+        fanout = Fanout(hub, metrics, bus)
+        pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())
         pulse = Pulse(
             settings=settings,
@@ -94,6 +155,10 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
             metrics=metrics,
             pipeline=pipeline,
             cors=Cors(settings),
+            node_id=node_id,
+            bus=bus,
+            router=router,
+            fanout=fanout,
         )
         app = PulseApp(pulse)
         signal_scope = trio.CancelScope()
@@ -106,7 +171,7 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
             edge.start_soon(watch_signals)
             binds = await edge.start(partial(serve, cast(Any, app), hypercorn_config(settings), shutdown_trigger=pulse.shutdown.wait))
             project = await store.default_project()
-            print(banner(settings, binds, project), flush=True)
+            print(banner(settings, binds, project, node_id), flush=True)
             # Long-lived start-up objects never die: keep them out of the GC's generations (DESIGN.md).
             gc.collect()
             gc.freeze()
@@ -118,5 +183,5 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
         # hypercorn has returned: no request is in flight any more
         await actors.drain(deadline=DRAIN_TIMEOUT_S)  # a duration in seconds
         hub.close_all()
-        services.cancel_scope.cancel()  # the store flushes its writer (shielded) and closes
+        services.cancel_scope.cancel()  # the bus leaves the cluster; the store flushes and closes
     log.info("pulse stopped")

@@ -41,6 +41,30 @@ class Settings:
     idle_ttl: float = 300.0  # actors passivate after this long without a message
     synchronous: str = "FULL"  # SQLite: FULL = every acknowledged commit is fsynced
     ws_compression: bool = False  # permessage-deflate costs 10s-100s of KiB per socket
+    database_url: str | None = None  # postgresql://... : PostgreSQL instead of the embedded SQLite
+    redis_url: str | None = None  # redis://... : the bus between nodes (required for workers > 1)
+    node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)
+    workers: int = 1  # processes serving the same port (the parent supervises them)
+
+    @property
+    def storage_name(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
+
+    def cluster_problem(self) -> str | None:
+        """Why this configuration cannot run as several nodes, or None when it can."""
+        if self.workers <= 1:
+            return None
+        missing = []
+        if not self.redis_url:
+            missing.append("--redis-url (or PULSE_REDIS_URL): workers find each other and share streams through Redis")
+        if not self.database_url:
+            missing.append(
+                "--database-url (or PULSE_DATABASE_URL): the embedded SQLite store belongs to one process; "
+                "several workers share PostgreSQL"
+            )
+        if not missing:
+            return None
+        return f"--workers {self.workers} needs " + " and ".join(missing)
 
     @property
     def open_access(self) -> bool:
@@ -58,6 +82,9 @@ class Settings:
         ):
             if os.environ.get(name):
                 setattr(settings, attr, float(os.environ[name]))
+        for name, attr in (("PULSE_DATABASE_URL", "database_url"), ("PULSE_REDIS_URL", "redis_url")):
+            if getattr(settings, attr) is None and os.environ.get(name):
+                setattr(settings, attr, os.environ[name])
         origins = os.environ.get("ALLOWED_ORIGINS")
         if origins:
             settings.allowed_origins = [o.strip() for o in origins.split(",") if o.strip()]

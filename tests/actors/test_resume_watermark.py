@@ -9,7 +9,7 @@ from actors.pipeline import IngestPipeline
 
 def pipeline() -> IngestPipeline:
     nothing = cast(Any, None)
-    return IngestPipeline(nothing, nothing, nothing, nothing)
+    return IngestPipeline(nothing, nothing, nothing, nothing, nothing)
 
 
 def test_watermark_waits_for_gaps_and_jumps_when_they_close() -> None:

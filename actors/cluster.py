@@ -1,0 +1,212 @@
+"""One owner per actor across the cluster: route each actor message to the node that owns its key.
+
+Ownership is rendezvous hashing over the live nodes (the bus keeps membership). A batch for a key
+owned here goes to the local ActorSystem; a batch for a key owned elsewhere is forwarded over the
+bus and the request is answered after the owner has processed it. When the owner does not answer
+(it died; membership notices after its heartbeat TTL), the batch is re-routed to the new owner,
+which activates the actor from its snapshot plus the log. Re-delivery is safe: a projection applies
+each seq once (see ProjectionActor's skip rule).
+
+When membership changes, actors whose keys moved away are retired (snapshot saved; the new owner
+replays from it). Without Redis every node owns every key it sees: that state may diverge from the
+other nodes', so snapshots are off meanwhile, and when Redis returns every actor is retired without
+saving and rebuilt from the log, which is the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+import msgspec
+import trio
+
+from actors.runtime import ActorCrashed, ActorError, ActorKey, ActorSystem, ApplyEvents, AskTimeout
+from protocol.record import Event
+
+log = logging.getLogger("pulse.cluster")
+
+REROUTE_PAUSE_S: Final = 0.25  # after an unreachable owner, wait this long for membership to move
+CALL_TIMEOUT_S: Final = 2.0  # one forward attempt; a live owner answers in milliseconds
+
+
+class ClusterBus(Protocol):
+    """What routing needs from the bus (storage.redis_bus.RedisBus)."""
+
+    node_id: str
+    connected: bool
+
+    def live_nodes(self) -> tuple[str, ...]: ...
+    def owner(self, key: str) -> str: ...
+    def on_membership_change(self, callback: Callable[[tuple[str, ...]], None]) -> None: ...
+    def set_handler(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None: ...
+    async def call(self, node: str, payload: bytes, *, timeout: float) -> bytes: ...  # noqa: ASYNC109
+
+
+class ForwardItem(msgspec.Struct, array_like=True):
+    kind: str
+    project: str
+    ident: str
+    events: list[Event]
+
+
+class ForwardRequest(msgspec.Struct):
+    items: list[ForwardItem]
+    timeout: float
+
+
+class ForwardReply(msgspec.Struct):
+    replies: list[msgspec.Raw | None]  # the actor's reply as JSON, or None when it failed
+    errors: list[str | None]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_request = msgspec.json.Decoder(ForwardRequest).decode
+_decode_reply = msgspec.json.Decoder(ForwardReply).decode
+
+
+def key_name(key: ActorKey) -> str:
+    kind, project, ident = key
+    return f"{kind}\x1f{project}\x1f{ident}"
+
+
+class ActorRouter:
+    """ask_many over the cluster. Without a bus it is the local ActorSystem, unchanged."""
+
+    def __init__(self, actors: ActorSystem, bus: ClusterBus | None, reply_types: dict[str, type]) -> None:
+        self.actors = actors
+        self.bus = bus
+        self._reply_decoders: dict[str, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in reply_types.items()}
+        self.forwarded = 0  # batches sent to another owner
+        self.served = 0  # batches handled here for another node
+        self.reroutes = 0  # forwards re-sent after an owner did not answer
+        self._nodes: tuple[str, ...] = ()
+        self._alone = bus is None or not bus.connected  # every key is owned here, maybe not only here
+        if bus is not None:
+            self._nodes = bus.live_nodes()
+            bus.set_handler(self._serve)
+            bus.on_membership_change(self._membership_changed)
+            actors.snapshots_enabled = bus.connected
+
+    def owns(self, key: ActorKey) -> bool:
+        return self.bus is None or self.bus.owner(key_name(key)) == self.bus.node_id
+
+    # membership -----------------------------------------------------------------------------------
+    def _membership_changed(self, nodes: tuple[str, ...]) -> None:
+        bus = self.bus
+        assert bus is not None
+        was_alone, self._nodes = self._alone, nodes
+        self._alone = not bus.connected
+        if self._alone:
+            # Redis is gone: keep serving every key locally, but stop writing snapshots (another
+            # node may be doing the same for some of these keys).
+            self.actors.snapshots_enabled = False
+            log.warning("bus unavailable: actors run locally without snapshots until it returns")
+            return
+        if was_alone:
+            retired = self.actors.retire_where(lambda key: True, save=False)
+            log.warning("bus back with nodes %s: %d actors rebuilt from the log", nodes, retired)
+        else:
+            retired = self.actors.retire_where(lambda key: not self.owns(key), save=True)
+            if retired:
+                log.info("membership now %s: %d actors handed over", nodes, retired)
+        self.actors.snapshots_enabled = True
+
+    # asking ---------------------------------------------------------------------------------------
+    async def ask_many(self, requests: list[tuple[ActorKey, Any]], *, timeout: float) -> list[Any]:  # noqa: ASYNC109
+        """Replies in request order; an ActorError takes the place of a failed reply."""
+        if self.bus is None:
+            return await self.actors.ask_many(requests, timeout=timeout, return_exceptions=True)
+        replies: list[Any] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        with trio.move_on_after(timeout):
+            while pending:
+                pending = await self._route_once(requests, pending, replies, timeout)
+                if pending:
+                    self.reroutes += 1
+                    await trio.sleep(REROUTE_PAUSE_S)
+        for i in pending:
+            replies[i] = AskTimeout(requests[i][0])
+        return replies
+
+    async def _route_once(
+        self, requests: list[tuple[ActorKey, Any]], pending: list[int], replies: list[Any], timeout: float  # noqa: ASYNC109
+    ) -> list[int]:
+        """Send every pending request to its current owner; return the ones whose owner did not answer."""
+        assert self.bus is not None
+        by_owner: dict[str, list[int]] = defaultdict(list)
+        for i in pending:
+            by_owner[self.bus.owner(key_name(requests[i][0]))].append(i)
+        unanswered: list[int] = []
+
+        async def local(indexes: list[int]) -> None:
+            answers = await self.actors.ask_many([requests[i] for i in indexes], timeout=timeout, return_exceptions=True)
+            for i, answer in zip(indexes, answers, strict=True):
+                replies[i] = answer
+
+        async def remote(node: str, indexes: list[int]) -> None:
+            if not await self._forward(node, requests, indexes, replies, timeout):
+                unanswered.extend(indexes)
+
+        async with trio.open_nursery() as nursery:
+            for node, indexes in by_owner.items():
+                if node == self.bus.node_id:
+                    nursery.start_soon(local, indexes)
+                else:
+                    nursery.start_soon(remote, node, indexes)
+        return unanswered
+
+    async def _forward(
+        self, node: str, requests: list[tuple[ActorKey, Any]], indexes: list[int], replies: list[Any], timeout: float  # noqa: ASYNC109
+    ) -> bool:
+        assert self.bus is not None
+        items = []
+        for i in indexes:
+            (kind, project, ident), msg = requests[i]
+            if not isinstance(msg, ApplyEvents):
+                raise TypeError(f"only ApplyEvents can be forwarded, not {type(msg).__name__!r}")
+            items.append(ForwardItem(kind, project, ident, msg.events))
+        payload = _encode(ForwardRequest(items=items, timeout=timeout))
+        self.forwarded += 1
+        try:
+            raw = await self.bus.call(node, payload, timeout=min(timeout, CALL_TIMEOUT_S))
+        except Exception as exc:  # NodeUnreachable, BusUnavailable, RemoteError: try the next owner
+            log.warning("forward to %s failed (%s): re-routing %d actor batches", node, exc, len(indexes))
+            return False
+        reply = _decode_reply(raw)
+        for i, answer, error in zip(indexes, reply.replies, reply.errors, strict=True):
+            key = requests[i][0]
+            if error is not None or answer is None:
+                replies[i] = ActorCrashed(key, f"failed on node {node}: {error}")
+            else:
+                replies[i] = self._reply_decoders[key[0]].decode(answer)
+        return True
+
+    async def _serve(self, payload: bytes) -> bytes:
+        """The owner's side of a forward: apply every item here and answer with the replies."""
+        request = _decode_request(payload)
+        self.served += 1
+        requests: list[tuple[ActorKey, Any]] = [
+            ((item.kind, item.project, item.ident), ApplyEvents(events=item.events)) for item in request.items
+        ]
+        answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
+        replies: list[msgspec.Raw | None] = []
+        errors: list[str | None] = []
+        for answer in answers:
+            if isinstance(answer, ActorError):
+                replies.append(None)
+                errors.append(str(answer))
+            else:
+                replies.append(msgspec.Raw(_encode(answer)))
+                errors.append(None)
+        return _encode(ForwardReply(replies=replies, errors=errors))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "nodes": list(self._nodes),
+            "forwarded": self.forwarded,
+            "served": self.served,
+            "reroutes": self.reroutes,
+        }

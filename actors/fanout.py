@@ -1,0 +1,155 @@
+"""Fan-out of stream messages: to this node's subscribers, and with a bus, to every node's.
+
+On one node a message goes straight to the hub. In a cluster each request's messages are one bus
+entry (published once per node per batch) on the project's channel; every node, the publisher
+included, receives the entry in stream order and hands its messages to its hub. Each message then
+carries its stream position, the same on every node, so a subscriber that reconnects to any node
+with its last position resumes from the project's stream without a gap.
+
+When the bus cannot take an entry (Redis down, its queue full), the messages go to this node's
+subscribers directly and the cross-node copy is counted as undelivered: local streaming goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from actors.hub import Attrs, Hub
+from actors.metrics import Metrics
+
+log = logging.getLogger("pulse.fanout")
+
+RESUME_LIMIT: Final = 1000  # bus entries read per resume page
+
+_json = msgspec.json.Encoder()
+
+
+class StreamMessage(msgspec.Struct, array_like=True):
+    """One message of a bus entry: what it is, what it is about, and its JSON form."""
+
+    kind: str
+    session_id: str | None
+    user_id: str | None
+    service_name: str | None
+    event_name: str | None
+    seq: int
+    body: msgspec.Raw
+
+    def attrs(self) -> Attrs:
+        return Attrs(self.session_id, self.user_id, self.service_name, self.event_name)
+
+
+_encode_entry = msgspec.msgpack.Encoder().encode
+_decode_entry = msgspec.msgpack.Decoder(list[StreamMessage]).decode
+
+
+class FanoutBus(Protocol):
+    """What fan-out needs from the bus (storage.redis_bus.RedisBus)."""
+
+    async def publish(self, channel: str, payload: bytes) -> None: ...
+    def on_entry(self, callback: Callable[[str, str, bytes], None]) -> None: ...
+    async def read_since(self, channel: str, after_id: str, *, limit: int) -> list[tuple[str, bytes]]: ...
+
+
+Message = tuple[str, Attrs, Any, int]  # kind, attrs, body (a JSON-encodable value), event seq or 0
+
+
+def position(stream_id: str, index: int) -> str:
+    return f"{stream_id}/{index}"
+
+
+def parse_position(value: str) -> tuple[str, int] | None:
+    """("<ms>-<n>", index) from "<ms>-<n>/<index>", or None if ``value`` is not a position."""
+    stream_id, _, index = value.partition("/")
+    ms, dash, n = stream_id.partition("-")
+    if not (dash and ms.isdigit() and n.isdigit() and index.isdigit()):
+        return None
+    return stream_id, int(index)
+
+
+def position_key(value: str) -> tuple[int, int, int]:
+    """Orderable form of a position (positions are compared to skip what a replay already sent)."""
+    parsed = parse_position(value)
+    if parsed is None:
+        return (0, 0, 0)
+    stream_id, index = parsed
+    ms, _, n = stream_id.partition("-")
+    return (int(ms), int(n), index)
+
+
+class Fanout:
+    def __init__(self, hub: Hub, metrics: Metrics, bus: FanoutBus | None = None) -> None:
+        self.hub = hub
+        self.metrics = metrics
+        self.bus = bus
+        if bus is not None:
+            bus.on_entry(self._deliver_entry)
+
+    @property
+    def clustered(self) -> bool:
+        return self.bus is not None
+
+    def wanted(self, project: str) -> bool:
+        """Whether building messages for ``project`` is worth it: on one node only when someone
+        here listens; in a cluster always (other nodes' subscribers, and the resume stream)."""
+        return self.bus is not None or self.hub.has_subscribers(project)
+
+    async def publish(self, project: str, messages: list[Message]) -> None:
+        if not messages:
+            return
+        if self.bus is None:
+            self._deliver_local(project, messages)
+            return
+        entry = [
+            StreamMessage(kind, a.session_id, a.user_id, a.service_name, a.event_name, seq, msgspec.Raw(_json.encode(body)))
+            for kind, a, body, seq in messages
+        ]
+        try:
+            await self.bus.publish(project, _encode_entry(entry))
+        except Exception as exc:  # BusUnavailable: Redis down or its queue full
+            self.metrics.drops["cross_node_undelivered"] += len(messages)
+            log.debug("bus refused an entry (%s): local delivery only", exc)
+            self._deliver_local(project, messages)
+
+    def _deliver_local(self, project: str, messages: list[Message]) -> None:
+        hub = self.hub
+        for kind, attrs, body, seq in messages:
+            hub.publish(project, kind, attrs, body, seq=seq)
+
+    def _deliver_entry(self, channel: str, stream_id: str, payload: bytes) -> None:
+        """The bus's callback for every entry of every node, in stream order."""
+        if not self.hub.has_subscribers(channel):
+            return
+        try:
+            entry = _decode_entry(payload)
+        except msgspec.DecodeError:
+            self.metrics.drops["undecodable_bus_entry"] += 1
+            log.warning("undecodable bus entry %s on %r", stream_id, channel)
+            return
+        for index, message in enumerate(entry):
+            self.hub.publish(
+                channel, message.kind, message.attrs(), message.body, seq=message.seq, pos=position(stream_id, index)
+            )
+
+    async def read_since(self, project: str, after: str) -> list[tuple[str, StreamMessage]]:
+        """The messages after position ``after`` (one page of bus entries), each with its position.
+        Raises what the bus raises when Redis is down or the position was trimmed away."""
+        assert self.bus is not None
+        parsed = parse_position(after)
+        if parsed is None:
+            raise ValueError(f"not a stream position: {after!r}")
+        stream_id, index = parsed
+        # the entry holding ``after`` may have later messages: read it again, from its start
+        ms, _, n = stream_id.partition("-")
+        previous = f"{ms}-{int(n) - 1}" if int(n) > 0 else f"{int(ms) - 1}-18446744073709551615"
+        out: list[tuple[str, StreamMessage]] = []
+        for entry_id, payload in await self.bus.read_since(project, previous, limit=RESUME_LIMIT):
+            for i, message in enumerate(_decode_entry(payload)):
+                if entry_id == stream_id and i <= index:
+                    continue
+                out.append((position(entry_id, i), message))
+        return out
