@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import pathlib
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import trio
 
 from server.settings import DEFAULT_PORT, Settings
-from storage.sqlite import SqliteStore
+from storage.base import Store
 
 
 def _port(value: str) -> int:
@@ -37,57 +38,105 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-websockets", type=int, default=10_000, help="per process; more are refused with 503")
     serve.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL",
                        help="SQLite durability: FULL fsyncs every group commit (survives power loss)")
+    serve.add_argument("--database-url", default=None,
+                       help="postgresql://... : store in PostgreSQL instead of SQLite (default $PULSE_DATABASE_URL)")
+    serve.add_argument("--redis-url", default=None,
+                       help="redis://... : join a cluster of nodes over Redis (default $PULSE_REDIS_URL)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes on the same port, each a node (needs Redis and PostgreSQL when > 1)")
+    serve.add_argument("--node-id", default=None, help="this node's name in the cluster (default host-pid-random)")
 
     project = commands.add_parser("project", help="manage projects and their keys")
     actions = project.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a project and print its keys")
     create.add_argument("name")
     create.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
+    create.add_argument("--database-url", default=os.environ.get("PULSE_DATABASE_URL"))
     listing = actions.add_parser("list", help="list projects and their keys")
     listing.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
+    listing.add_argument("--database-url", default=os.environ.get("PULSE_DATABASE_URL"))
     return root
 
 
-async def _with_store(data_dir: pathlib.Path, work: Callable[[SqliteStore], Awaitable[Any]]) -> Any:
-    store = SqliteStore(data_dir)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        try:
-            return await work(store)
-        finally:
-            nursery.cancel_scope.cancel()
+async def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[Any]]) -> Any:
+    from server.main import backend_loop, make_store
+
+    settings = Settings(data_dir=args.data_dir, database_url=args.database_url)
+    async with backend_loop(settings):
+        store = make_store(settings)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            try:
+                return await work(store)
+            finally:
+                nursery.cancel_scope.cancel()
 
 
 def _print_project(project: Any) -> None:
     print(f"{project.name}\t{project.id}\tpublic: {project.public_key}\tsecret: {project.secret_key}")
 
 
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
+    from server.main import run_server
+    from server.supervisor import WORKER_ENV, run_supervisor
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+        ws_compression=args.ws_compression == "on",
+        max_websockets=args.max_websockets,
+        synchronous=args.sync,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        node_id=args.node_id,
+        workers=args.workers,
+    )
+    problem = settings.cluster_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    worker = os.environ.get(WORKER_ENV)
+    if settings.workers > 1 and worker is None:
+        return run_supervisor(settings, _without_port(argv))
+    if worker is not None and settings.node_id is None:
+        settings.node_id = f"{socket.gethostname()}-w{worker}-{os.getpid()}"
+    trio.run(run_server, settings)
+    return 0
+
+
+def _without_port(argv: list[str]) -> list[str]:
+    """The worker's arguments: the parent's, minus --port (the parent passes the resolved one)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--port":
+            skip = True
+        elif not arg.startswith("--port="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
-        from server.main import run_server
-
-        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        settings = Settings.from_env(
-            host=args.host,
-            port=args.port,
-            data_dir=args.data_dir,
-            log_level=args.log_level,
-            ws_compression=args.ws_compression == "on",
-            max_websockets=args.max_websockets,
-            synchronous=args.sync,
-        )
-        trio.run(run_server, settings)
-        return 0
+        return _serve(args, argv if argv is not None else sys.argv[1:])
     if args.action == "create":
         try:
-            project = trio.run(_with_store, args.data_dir, lambda store: store.create_project(args.name))
+            project = trio.run(_with_store, args, lambda store: store.create_project(args.name))
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         _print_project(project)
         return 0
-    for project in trio.run(_with_store, args.data_dir, lambda store: store.list_projects()):
+    for project in trio.run(_with_store, args, lambda store: store.list_projects()):
         _print_project(project)
     return 0
 

@@ -38,8 +38,8 @@ async def health(pulse: Pulse) -> dict[str, Any]:
         "realTimeProcessing": "degraded" if actor_stats.stopped else "healthy",
         "webSocketConnections": "degraded" if sockets >= pulse.settings.max_websockets else "healthy",
         "database": database,
-        # one node: the message bus is the in-process hub (Redis comes with scale-out)
-        "messageQueue": "healthy",
+        # Redis down: ingestion and local streams go on, cross-node delivery waits: degraded
+        "messageQueue": "healthy" if pulse.bus is None or pulse.bus.connected else "degraded",
     }
     states = set(components.values())
     status = "unhealthy" if "unhealthy" in states else ("degraded" if states - {"healthy"} else "healthy")
@@ -52,8 +52,28 @@ async def health(pulse: Pulse) -> dict[str, Any]:
             "responseTime": metrics.responses.mean(),
             "errorRate": metrics.error_rate(),
         },
-        "details": {"storage": "sqlite", "messageQueue": "local", "dataDir": str(pulse.settings.data_dir)},
+        "details": _details(pulse, database),
     }
+
+
+def _details(pulse: Pulse, database: str) -> dict[str, Any]:
+    settings = pulse.settings
+    details: dict[str, Any] = {"node": pulse.node_id, "storage": settings.storage_name, "database": database}
+    if not settings.database_url:
+        details["dataDir"] = str(settings.data_dir)
+    bus = pulse.bus
+    if bus is None:
+        details["messageQueue"] = "local (one node)"
+        return details
+    details["messageQueue"] = "redis"
+    details["redis"] = {
+        "connected": bus.connected,
+        "lastError": bus.last_error,
+        "liveNodes": list(bus.live_nodes()),
+        **_struct_dict(bus.stats()),
+    }
+    details["cluster"] = pulse.router.stats()
+    return details
 
 
 async def performance(pulse: Pulse) -> dict[str, Any]:

@@ -56,6 +56,8 @@ def hypercorn_config(settings: Settings) -> Config:
     config.websocket_ping_interval = settings.ws_ping_interval
     config.websocket_max_message_size = 5 * 1024 * 1024
     config.backlog = 4096
+    # with several workers on one port, hypercorn sets SO_REUSEPORT: the kernel spreads connections
+    config.workers = settings.workers
     return config
 
 

@@ -8,11 +8,13 @@ it missed, read from the store, then the live stream, without a gap and without 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import msgspec
 import trio
 
+from actors.fanout import parse_position, position_key
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KINDS_BY_SUBSCRIPTION, Attrs, Subscriber
 from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
@@ -24,28 +26,35 @@ from server.http import Request, Send
 from server.ingest_routes import now_ms
 from server.params import text_param
 
+log = logging.getLogger("pulse.sse")
+
 RESUME_PAGE: Final = 1000
 RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
 _json = msgspec.json.Encoder()
 
 
-def _frame(body: bytes, seq: int = 0, floor: int = 0) -> bytes:
-    """One SSE message. Its ``id`` is where a reconnect resumes: the event's seq, or lower while an
-    earlier-committed event is still on its way (at-least-once: a resume may repeat an event, with
-    the same event id in its data, but never skips one)."""
+def _frame(body: bytes, seq: int = 0, floor: int = 0, pos: str = "") -> bytes:
+    """One SSE message. Its ``id`` is where a reconnect resumes. In a cluster it is the message's
+    position in the project's stream (the same on every node). On one node it is the event's seq, or
+    lower while an earlier-committed event is still on its way (at-least-once: a resume may repeat an
+    event, with the same event id in its data, but never skips one)."""
+    if pos:
+        return b"id: %s\ndata: %s\n\n" % (pos.encode(), body)
     if not seq:
         return b"data: " + body + b"\n\n"
     resume_at = min(seq, floor)
     return b"id: %d\ndata: %s\n\n" % (resume_at, body)
 
 
-def _last_event_id(req: Request) -> int | None:
+def _last_event_id(req: Request) -> int | str | None:
     value = req.headers.get("last-event-id") or req.query.get("lastEventId")
     if not value:
         return None
-    if not value.isdigit():
-        raise InvalidInput("Last-Event-ID", f"expected the numeric id of a received event, got {value!r}")
-    return int(value)
+    if value.isdigit():
+        return int(value)
+    if parse_position(value) is not None:
+        return value
+    raise InvalidInput("Last-Event-ID", f"expected the id of a received event, got {value!r}")
 
 
 async def stream(pulse: Pulse, req: Request, send: Send, *, behavioral: bool) -> int:
@@ -99,10 +108,13 @@ async def _watch_disconnect(req: Request, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, resume_from: int | None) -> None:
+async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, resume_from: int | str | None) -> None:
     replayed_upto = 0
-    if resume_from is not None:
+    replayed_pos = (0, 0, 0)
+    if isinstance(resume_from, int):
         replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
+    elif isinstance(resume_from, str):
+        replayed_pos = await _replay_stream(pulse, sub, send, resume_from)
     settings = pulse.settings
     next_ping = trio.current_time() + settings.sse_ping_interval
     next_stats = trio.current_time() + settings.sse_stats_interval
@@ -112,10 +124,14 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
                 frame = await sub.frames.receive()
             except trio.EndOfChannel:
                 return  # evicted as slow (the hub counted it), or the server is shutting down
-            if frame.seq and frame.seq <= replayed_upto:
-                continue  # already sent by the replay
+            if frame.pos:
+                if position_key(frame.pos) <= replayed_pos:
+                    continue  # already sent by the replay
+            elif frame.seq and frame.seq <= replayed_upto:
+                continue
             floor = pulse.pipeline.resume_floor()
-            await send({"type": "http.response.body", "body": _frame(frame.data, frame.seq, floor), "more_body": True})
+            body = _frame(frame.data, frame.seq, floor, frame.pos)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             continue
         now = trio.current_time()
         if now >= next_ping:
@@ -128,6 +144,33 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
             await send({"type": "http.response.body", "body": _frame(_json.encode(stats)), "more_body": True})
         elif now >= next_stats:
             next_stats = now + settings.sse_stats_interval
+
+
+async def _replay_stream(pulse: Pulse, sub: Subscriber, send: Send, after: str) -> tuple[int, int, int]:
+    """Cluster resume: send what this subscriber would have received after stream position
+    ``after``, read from the project's stream. Returns the last position covered."""
+    last = position_key(after)
+    if not pulse.fanout.clustered:
+        return last  # one node: positions only exist in a cluster; go live
+    sent = 0
+    while sent < RESUME_MAX:
+        try:
+            messages = await pulse.fanout.read_since(sub.project, after)
+        except Exception as exc:  # Redis down, or the position is older than the stream keeps
+            pulse.metrics.drops["sse_resume_unavailable"] += 1
+            log.warning("sse resume from %r not possible: %s", after, exc)
+            return last
+        if not messages:
+            break
+        chunks: list[bytes] = []
+        for pos, message in messages:
+            after, last = pos, position_key(pos)
+            if sub.matches(message.kind, message.attrs()):
+                chunks.append(_frame(bytes(message.body), pos=pos))
+        sent += len(messages)
+        if chunks:
+            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
+    return last
 
 
 async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, after: int) -> int:
