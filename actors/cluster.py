@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 import msgspec
 import trio
 
-from actors.runtime import ActorCrashed, ActorError, ActorKey, ActorSystem, ApplyEvents, AskTimeout
+from actors.runtime import ActorCrashed, ActorError, ActorKey, ActorSystem, ApplyEvents, AskTimeout, GetView
 from protocol.record import Event
 
 log = logging.getLogger("pulse.cluster")
@@ -45,11 +45,16 @@ class ClusterBus(Protocol):
     async def call(self, node: str, payload: bytes, *, timeout: float) -> bytes: ...  # noqa: ASYNC109
 
 
+OP_APPLY: Final = "apply"  # ApplyEvents: the reply is the actor's summary
+OP_VIEW: Final = "view"  # GetView: the reply is the actor's full view
+
+
 class ForwardItem(msgspec.Struct, array_like=True):
     kind: str
     project: str
     ident: str
     events: list[Event]
+    op: str = OP_APPLY
 
 
 class ForwardRequest(msgspec.Struct):
@@ -75,10 +80,13 @@ def key_name(key: ActorKey) -> str:
 class ActorRouter:
     """ask_many over the cluster. Without a bus it is the local ActorSystem, unchanged."""
 
-    def __init__(self, actors: ActorSystem, bus: ClusterBus | None, reply_types: dict[str, type]) -> None:
+    def __init__(self, actors: ActorSystem, bus: ClusterBus | None, reply_types: dict[tuple[str, str], type]) -> None:
+        """``reply_types`` maps (actor kind, OP_APPLY | OP_VIEW) to the type of the actor's reply."""
         self.actors = actors
         self.bus = bus
-        self._reply_decoders: dict[str, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in reply_types.items()}
+        self._reply_decoders: dict[tuple[str, str], msgspec.json.Decoder[Any]] = {
+            k: msgspec.json.Decoder(t) for k, t in reply_types.items()
+        }
         self.forwarded = 0  # batches sent to another owner
         self.served = 0  # batches handled here for another node
         self.reroutes = 0  # forwards re-sent after an owner did not answer
@@ -165,9 +173,12 @@ class ActorRouter:
         items = []
         for i in indexes:
             (kind, project, ident), msg = requests[i]
-            if not isinstance(msg, ApplyEvents):
-                raise TypeError(f"only ApplyEvents can be forwarded, not {type(msg).__name__!r}")
-            items.append(ForwardItem(kind, project, ident, msg.events))
+            if isinstance(msg, ApplyEvents):
+                items.append(ForwardItem(kind, project, ident, msg.events))
+            elif isinstance(msg, GetView):
+                items.append(ForwardItem(kind, project, ident, [], OP_VIEW))
+            else:
+                raise TypeError(f"{type(msg).__name__!r} messages cannot be forwarded")
         payload = _encode(ForwardRequest(items=items, timeout=timeout))
         self.forwarded += 1
         try:
@@ -176,12 +187,12 @@ class ActorRouter:
             log.warning("forward to %s failed (%s): re-routing %d actor batches", node, exc, len(indexes))
             return False
         reply = _decode_reply(raw)
-        for i, answer, error in zip(indexes, reply.replies, reply.errors, strict=True):
+        for i, item, answer, error in zip(indexes, items, reply.replies, reply.errors, strict=True):
             key = requests[i][0]
             if error is not None or answer is None:
                 replies[i] = ActorCrashed(key, f"failed on node {node}: {error}")
             else:
-                replies[i] = self._reply_decoders[key[0]].decode(answer)
+                replies[i] = self._reply_decoders[(item.kind, item.op)].decode(answer)
         return True
 
     async def _serve(self, payload: bytes) -> bytes:
@@ -189,7 +200,8 @@ class ActorRouter:
         request = _decode_request(payload)
         self.served += 1
         requests: list[tuple[ActorKey, Any]] = [
-            ((item.kind, item.project, item.ident), ApplyEvents(events=item.events)) for item in request.items
+            ((item.kind, item.project, item.ident), GetView() if item.op == OP_VIEW else ApplyEvents(events=item.events))
+            for item in request.items
         ]
         answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
         replies: list[msgspec.Raw | None] = []
@@ -202,6 +214,13 @@ class ActorRouter:
                 replies.append(msgspec.Raw(_encode(answer)))
                 errors.append(None)
         return _encode(ForwardReply(replies=replies, errors=errors))
+
+    async def view(self, key: ActorKey, *, timeout: float) -> Any:  # noqa: ASYNC109
+        """The actor's current view, from its owner. Raises the ActorError that took its place."""
+        (reply,) = await self.ask_many([(key, GetView())], timeout=timeout)
+        if isinstance(reply, ActorError):
+            raise reply
+        return reply
 
     def stats(self) -> dict[str, Any]:
         return {

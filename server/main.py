@@ -22,14 +22,14 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from actors.cluster import ActorRouter
+from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
-from actors.session import SessionActor, SessionSummary
-from actors.user import UserActor, UserSummary
+from actors.session import SessionActor, SessionSummary, SessionView
+from actors.user import UserActor, UserSummary, UserView
 from server import hypercorn_tuning
 from server.app import PulseApp
 from server.context import Pulse
@@ -145,7 +145,16 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         actors = ActorSystem(store, {"session": SessionActor, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
-        router = ActorRouter(actors, bus, {"session": SessionSummary, "user": UserSummary})
+        router = ActorRouter(
+            actors,
+            bus,
+            {
+                ("session", OP_APPLY): SessionSummary,
+                ("session", OP_VIEW): SessionView,
+                ("user", OP_APPLY): UserSummary,
+                ("user", OP_VIEW): UserView,
+            },
+        )
         fanout = Fanout(hub, metrics, bus)
         pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
 from server import queries
 from server.auth import Access, AuthError, authenticate, key_from, require_read
@@ -24,6 +25,7 @@ from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
 _json = msgspec.json.Encoder()
+LIVE_VIEW_TIMEOUT_S: Final = 5.0
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -104,6 +106,28 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     async def performance_route() -> Response:
         await access()
         return json_response(await performance(pulse))
+
+    @app.get("/api/v1/behavioral/sessions/<session_id>")
+    async def session_state(session_id: str) -> Response:
+        """A session's live state, from the actor that owns it (on whichever node that is)."""
+        granted = await access()
+        return await live_view(("session", granted.project.id, session_id), "event_count")
+
+    @app.get("/api/v1/behavioral/users/<user_id>")
+    async def user_state(user_id: str) -> Response:
+        granted = await access()
+        return await live_view(("user", granted.project.id, user_id), "event_count")
+
+    async def live_view(key: tuple[str, str, str], count_field: str) -> Response:
+        try:
+            view = await pulse.router.view(key, timeout=LIVE_VIEW_TIMEOUT_S)
+        except ActorError as exc:
+            body = {"success": False, "error": {"code": "live_state_unavailable", "reason": str(exc)}}
+            return json_response(body, 503, headers={"Retry-After": "1"})
+        if not getattr(view, count_field, 0):
+            reason = f"no events for {key[0]} {key[2]!r}"
+            return json_response({"success": False, "error": {"code": "not_found", "reason": reason}}, 404)
+        return json_response(view)
 
     async def admin() -> Access:
         """Project administration is for the server's owner: the default project's secret key
