@@ -63,11 +63,12 @@ class ForwardRequest(msgspec.Struct):
 
 
 class ForwardReply(msgspec.Struct):
-    replies: list[msgspec.Raw | None]  # the actor's reply as JSON, or None when it failed
+    replies: list[msgspec.Raw]  # the actor's reply as JSON (null when it failed)
     errors: list[str | None]
 
 
 _encode = msgspec.json.Encoder().encode
+_NULL: Final = msgspec.Raw(b"null")
 _decode_request = msgspec.json.Decoder(ForwardRequest).decode
 _decode_reply = msgspec.json.Decoder(ForwardReply).decode
 
@@ -186,13 +187,17 @@ class ActorRouter:
         except Exception as exc:  # NodeUnreachable, BusUnavailable, RemoteError: try the next owner
             log.warning("forward to %s failed (%s): re-routing %d actor batches", node, exc, len(indexes))
             return False
-        reply = _decode_reply(raw)
-        for i, item, answer, error in zip(indexes, items, reply.replies, reply.errors, strict=True):
-            key = requests[i][0]
-            if error is not None or answer is None:
-                replies[i] = ActorCrashed(key, f"failed on node {node}: {error}")
-            else:
-                replies[i] = self._reply_decoders[(item.kind, item.op)].decode(answer)
+        try:
+            reply = _decode_reply(raw)
+            decoded = [
+                None if error is not None else self._reply_decoders[(item.kind, item.op)].decode(answer)
+                for item, answer, error in zip(items, reply.replies, reply.errors, strict=True)
+            ]
+        except (msgspec.DecodeError, ValueError) as exc:  # a node of another version, or a bug
+            log.error("unreadable forward reply from %s: %s", node, exc)
+            decoded, reply = [None] * len(items), ForwardReply(replies=[], errors=[f"unreadable reply: {exc}"] * len(items))
+        for i, value, error in zip(indexes, decoded, reply.errors, strict=True):
+            replies[i] = ActorCrashed(requests[i][0], f"failed on node {node}: {error}") if value is None else value
         return True
 
     async def _serve(self, payload: bytes) -> bytes:
@@ -204,11 +209,11 @@ class ActorRouter:
             for item in request.items
         ]
         answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
-        replies: list[msgspec.Raw | None] = []
+        replies: list[msgspec.Raw] = []
         errors: list[str | None] = []
         for answer in answers:
             if isinstance(answer, ActorError):
-                replies.append(None)
+                replies.append(_NULL)
                 errors.append(str(answer))
             else:
                 replies.append(msgspec.Raw(_encode(answer)))

@@ -37,7 +37,7 @@ class StreamMessage(msgspec.Struct, array_like=True):
     service_name: str | None
     event_name: str | None
     seq: int
-    body: msgspec.Raw
+    body: bytes  # JSON (a msgspec.Raw would be spliced into the MessagePack entry as is)
 
     def attrs(self) -> Attrs:
         return Attrs(self.session_id, self.user_id, self.service_name, self.event_name)
@@ -52,6 +52,7 @@ class FanoutBus(Protocol):
 
     async def publish(self, channel: str, payload: bytes) -> None: ...
     def on_entry(self, callback: Callable[[str, str, bytes], None]) -> None: ...
+    def on_publish_failed(self, callback: Callable[[str, bytes], None]) -> None: ...
     async def read_since(self, channel: str, after_id: str, *, limit: int) -> list[tuple[str, bytes]]: ...
 
 
@@ -88,6 +89,7 @@ class Fanout:
         self.bus = bus
         if bus is not None:
             bus.on_entry(self._deliver_entry)
+            bus.on_publish_failed(self._deliver_unpublished)
 
     @property
     def clustered(self) -> bool:
@@ -105,7 +107,7 @@ class Fanout:
             self._deliver_local(project, messages)
             return
         entry = [
-            StreamMessage(kind, a.session_id, a.user_id, a.service_name, a.event_name, seq, msgspec.Raw(_json.encode(body)))
+            StreamMessage(kind, a.session_id, a.user_id, a.service_name, a.event_name, seq, _json.encode(body))
             for kind, a, body, seq in messages
         ]
         try:
@@ -120,19 +122,35 @@ class Fanout:
         for kind, attrs, body, seq in messages:
             hub.publish(project, kind, attrs, body, seq=seq)
 
+    def _deliver_unpublished(self, channel: str, payload: bytes) -> None:
+        """An entry the bus accepted but could not publish (Redis went away meanwhile): this
+        node's subscribers still get it, without a stream position; other nodes' do not."""
+        entry = self._decode(channel, "unpublished", payload)
+        if entry is None:
+            return
+        self.metrics.drops["cross_node_undelivered"] += len(entry)
+        for message in entry:
+            self.hub.publish(channel, message.kind, message.attrs(), msgspec.Raw(message.body), seq=message.seq)
+
+    def _decode(self, channel: str, stream_id: str, payload: bytes) -> list[StreamMessage] | None:
+        try:
+            return _decode_entry(payload)
+        except msgspec.DecodeError:
+            self.metrics.drops["undecodable_bus_entry"] += 1
+            log.warning("undecodable bus entry %s on %r", stream_id, channel)
+            return None
+
     def _deliver_entry(self, channel: str, stream_id: str, payload: bytes) -> None:
         """The bus's callback for every entry of every node, in stream order."""
         if not self.hub.has_subscribers(channel):
             return
-        try:
-            entry = _decode_entry(payload)
-        except msgspec.DecodeError:
-            self.metrics.drops["undecodable_bus_entry"] += 1
-            log.warning("undecodable bus entry %s on %r", stream_id, channel)
+        entry = self._decode(channel, stream_id, payload)
+        if entry is None:
             return
         for index, message in enumerate(entry):
             self.hub.publish(
-                channel, message.kind, message.attrs(), message.body, seq=message.seq, pos=position(stream_id, index)
+                channel, message.kind, message.attrs(), msgspec.Raw(message.body), seq=message.seq,
+                pos=position(stream_id, index),
             )
 
     async def read_since(self, project: str, after: str) -> list[tuple[str, StreamMessage]]:

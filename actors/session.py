@@ -24,6 +24,7 @@ __all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummar
 
 KIND: Final = "session"
 PAGES_KEPT: Final = 100
+SCROLLS_KEPT: Final = 64
 
 
 # state (msgpack in snapshots) --------------------------------------------------------------------
@@ -48,6 +49,10 @@ class SessionState(msgspec.Struct, kw_only=True):
     last_activity: int | None = None
     last_event_type: str | None = None
     last_event_order: tuple[int, int] = (0, 0)  # (timestamp, seq) of last_event_type's event
+    # The latest SCROLLS_KEPT scrolls as (timestamp, seq, depth), by order, so a page view that
+    # arrives after scrolls that belong to it can take them back from the page before it.
+    scrolls: list[tuple[int, int, float]] = msgspec.field(default_factory=list)
+    scrolls_dropped_upto: tuple[int, int] = (0, 0)  # order of the latest scroll no longer kept
 
 
 # view (the reply, JSON on the wire) --------------------------------------------------------------
@@ -133,17 +138,51 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
     def _add_page(self, page: PageState) -> None:
         pages = self.state.pages
         if not pages or _page_order(page) >= _page_order(pages[-1]):
+            index = len(pages)
             pages.append(page)  # the common case: pages arrive in order
         else:
-            pages.insert(bisect_right(pages, _page_order(page), key=_page_order), page)
+            index = bisect_right(pages, _page_order(page), key=_page_order)
+            pages.insert(index, page)
+        if self.state.scrolls and self.state.scrolls[-1][:2] >= _page_order(page):
+            self._recredit_scrolls(index)  # scrolls of this page arrived before it
         if len(pages) > PAGES_KEPT:
             del pages[0]
             self.state.pages_dropped += 1
+
+    def _recredit_scrolls(self, index: int) -> None:
+        """Give the page at ``index`` the kept scrolls in its time span, and recompute the span
+        before it (the page, or the pre-page scroll) when every scroll of that span is kept."""
+        state = self.state
+        pages = state.pages
+        start = _page_order(pages[index])
+        end = _page_order(pages[index + 1]) if index + 1 < len(pages) else None
+
+        def deepest(low: tuple[int, int] | None, high: tuple[int, int] | None) -> float:
+            return max(
+                (d for ts, seq, d in state.scrolls if (low is None or (ts, seq) >= low) and (high is None or (ts, seq) < high)),
+                default=0.0,
+            )
+
+        pages[index].scroll = max(pages[index].scroll, deepest(start, end))
+        before = _page_order(pages[index - 1]) if index > 0 else None
+        if state.scrolls_dropped_upto < (before or (0, 0)) or (before is None and state.scrolls_dropped_upto == (0, 0)):
+            if index > 0:
+                pages[index - 1].scroll = deepest(before, start)
+            elif state.pages_dropped == 0:
+                state.unpaged_scroll = deepest(None, start)
 
     def _add_scroll(self, order: tuple[int, int], depth: float) -> None:
         """Credit ``depth`` to the page that was open at ``order`` (and to the session maximum)."""
         state = self.state
         state.max_scroll = max(state.max_scroll, depth)
+        scroll = (order[0], order[1], depth)
+        if not state.scrolls or scroll >= state.scrolls[-1]:
+            state.scrolls.append(scroll)
+        else:
+            state.scrolls.insert(bisect_right(state.scrolls, scroll), scroll)
+        if len(state.scrolls) > SCROLLS_KEPT:
+            dropped = state.scrolls.pop(0)
+            state.scrolls_dropped_upto = max(state.scrolls_dropped_upto, dropped[:2])
         pages = state.pages
         if pages and order >= _page_order(pages[-1]):
             page: PageState | None = pages[-1]

@@ -270,3 +270,26 @@ async def test_read_only_activation_writes_no_snapshot(
     assert view.event_count == 0 and view.current_page is None
     await trio.sleep(31)
     assert store.saves == [] and system.stats().passivations == 1
+
+
+async def test_the_view_does_not_depend_on_the_order_events_arrive_in() -> None:
+    """Events of one session may arrive in any order (concurrent requests, several nodes): a scroll
+    that arrives before its page view is credited to that page once the page view arrives."""
+    import random
+
+    events = []
+    for i in range(40):
+        ts = 10_000 + i * 1_000
+        events.append(page(f"/p{i % 7}", ts) if i % 4 == 0 else scroll(((i * 37) % 100) / 100, ts))
+    for i, event in enumerate(events, start=1):
+        event.seq = i
+    in_order = await fresh_actor()
+    expected = await apply(in_order, *events)
+    rng = random.Random(7)
+    for _ in range(20):
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        actor = await fresh_actor()
+        for event in shuffled:  # one event per message: the worst case for attribution
+            view = await apply(actor, event)
+        assert view == expected
