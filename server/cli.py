@@ -45,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes on the same port, each a node (needs Redis and PostgreSQL when > 1)")
     serve.add_argument("--node-id", default=None, help="this node's name in the cluster (default host-pid-random)")
+    serve.add_argument("--stream-retention", type=int, default=10_000,
+                       help="entries kept per project in the Redis stream that subscribers resume from")
 
     project = commands.add_parser("project", help="manage projects and their keys")
     actions = project.add_subparsers(dest="action", required=True)
@@ -96,6 +98,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         redis_url=args.redis_url,
         node_id=args.node_id,
         workers=args.workers,
+        stream_retention=args.stream_retention,
     )
     problem = settings.cluster_problem()
     if problem:

@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -57,6 +58,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.websocket_max_message_size = 5 * 1024 * 1024
     config.backlog = 4096
     # with several workers on one port, hypercorn sets SO_REUSEPORT: the kernel spreads connections
+    # (it also warns that `workers` means nothing to serve(); main() silences that one warning)
     config.workers = settings.workers
     return config
 
@@ -124,6 +126,7 @@ async def backend_loop(settings: Settings) -> AsyncIterator[None]:
 
 
 async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    warnings.filterwarnings("ignore", message="The config `workers` has no affect when using serve")
     async with backend_loop(settings):
         await _run_node(settings, task_status)
 
@@ -138,7 +141,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
     if settings.redis_url:
         from storage.redis_bus import RedisBus
 
-        bus = RedisBus(settings.redis_url, node_id)
+        bus = RedisBus(settings.redis_url, node_id, stream_maxlen=settings.stream_retention)
     async with trio.open_nursery() as services:
         await services.start(store.run)
         if bus is not None:

@@ -45,6 +45,10 @@ class Settings:
     redis_url: str | None = None  # redis://... : the bus between nodes (required for workers > 1)
     node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)
     workers: int = 1  # processes serving the same port (the parent supervises them)
+    # Entries kept per project in the Redis stream that reconnecting subscribers resume from. An
+    # entry is one request's messages (one event or a whole batch), so memory is about
+    # entries x request size: 10,000 single events ~ 10 MB, 10,000 100-event batches ~ 500 MB.
+    stream_retention: int = 10_000
 
     @property
     def storage_name(self) -> str:
