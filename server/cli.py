@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from loadtest import cli as loadtest_cli
 from server.settings import DEFAULT_PORT, Settings
 from storage.base import Store
 
@@ -47,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", default=None, help="this node's name in the cluster (default host-pid-random)")
     serve.add_argument("--stream-retention", type=int, default=10_000,
                        help="entries kept per project in the Redis stream that subscribers resume from")
+
+    loadtest = commands.add_parser("loadtest", help="run a locust-style load test against a Pulse server")
+    loadtest_cli.add_arguments(loadtest)
 
     project = commands.add_parser("project", help="manage projects and their keys")
     actions = project.add_subparsers(dest="action", required=True)
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args, argv if argv is not None else sys.argv[1:])
+    if args.command == "loadtest":
+        return loadtest_cli.run(args)
     if args.action == "create":
         try:
             project = trio.run(_with_store, args, lambda store: store.create_project(args.name))
