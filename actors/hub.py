@@ -114,33 +114,83 @@ class Subscriber:
 
 
 class Hub:
+    """Subscribers indexed by what they are scoped to, so a message about one session is offered to
+    that session's subscribers and the project-wide ones, not to every socket of the project (with
+    10k visitors each watching their own session, a scan per message would be 10k checks)."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._by_project: dict[str, set[Subscriber]] = {}
+        self._wide: dict[str, set[Subscriber]] = {}  # project -> subscribers to the whole project
+        self._by_session: dict[tuple[str, str], set[Subscriber]] = {}  # scoped to a session (and maybe a user)
+        self._by_user: dict[tuple[str, str], set[Subscriber]] = {}  # scoped to a user only
+        self._per_project: dict[str, int] = {}
+        self._count = 0
+
+    def _slot(self, sub: Subscriber) -> tuple[dict[Any, set[Subscriber]], Any]:
+        if sub.session_id is not None:
+            return self._by_session, (sub.project, sub.session_id)
+        if sub.user_id is not None:
+            return self._by_user, (sub.project, sub.user_id)
+        return self._wide, sub.project
 
     def subscribe(self, sub: Subscriber) -> None:
-        self._by_project.setdefault(sub.project, set()).add(sub)
+        index, key = self._slot(sub)
+        subs = index.setdefault(key, set())
+        if sub not in subs:
+            subs.add(sub)
+            self._per_project[sub.project] = self._per_project.get(sub.project, 0) + 1
+            self._count += 1
+
+    def _remove(self, sub: Subscriber) -> None:
+        index, key = self._slot(sub)
+        subs = index.get(key)
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del index[key]
+        self._count -= 1
+        left = self._per_project[sub.project] - 1
+        if left:
+            self._per_project[sub.project] = left
+        else:
+            del self._per_project[sub.project]
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        subs = self._by_project.get(sub.project)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._by_project[sub.project]
+        self._remove(sub)
         sub.close()
 
+    def rescope(self, sub: Subscriber, session_id: str | None, user_id: str | None) -> None:
+        """Change what a subscribed ``sub`` is scoped to (seed 000's connection message)."""
+        self._remove(sub)
+        sub.session_id, sub.user_id = session_id, user_id
+        if not sub.evicted:
+            self.subscribe(sub)
+
     def subscriber_count(self) -> int:
-        return sum(len(subs) for subs in self._by_project.values())
+        return self._count
 
     def has_subscribers(self, project: str) -> bool:
-        return project in self._by_project
+        return project in self._per_project
 
     def publish(self, project: str, kind: str, attrs: Attrs, body: Any, *, seq: int = 0, pos: str = "") -> int:
         """Offer ``body`` to every matching subscriber of ``project``; returns how many took it."""
-        subs = self._by_project.get(project)
-        if not subs:
+        if project not in self._per_project:
             return 0
+        delivered = 0
         encoded: dict[bool, Frame] = {}
+        for subs in (
+            self._wide.get(project),
+            self._by_session.get((project, attrs.session_id)) if attrs.session_id is not None else None,
+            self._by_user.get((project, attrs.user_id)) if attrs.user_id is not None else None,
+        ):
+            if subs:
+                delivered += self._offer(subs, kind, attrs, body, seq, pos, encoded)
+        return delivered
+
+    def _offer(
+        self, subs: set[Subscriber], kind: str, attrs: Attrs, body: Any, seq: int, pos: str, encoded: dict[bool, Frame]
+    ) -> int:
         delivered = 0
         for sub in list(subs):
             if not sub.matches(kind, attrs):
@@ -157,14 +207,17 @@ class Hub:
                 delivered += 1
             elif sub.evicted:
                 self.metrics.drops["slow_subscriber"] += 1
-                subs.discard(sub)
+                self._remove(sub)
         return delivered
 
     def close_all(self) -> None:
-        for subs in list(self._by_project.values()):
-            for sub in list(subs):
-                sub.close()
-        self._by_project.clear()
+        for index in (self._wide, self._by_session, self._by_user):
+            for subs in index.values():
+                for sub in subs:
+                    sub.close()
+            index.clear()
+        self._per_project.clear()
+        self._count = 0
 
 
 def encode_for(sub: Subscriber, body: Any, seq: int = 0, pos: str = "") -> Frame:

@@ -278,7 +278,7 @@ def _connect(socket: Socket, msg: Connection) -> None:
                                   reason=f"unknown subscriptions {unknown!r}; known: {list(SUBSCRIPTIONS)!r}"))
         return
     sub = socket.sub
-    sub.session_id, sub.user_id = msg.sessionId, msg.userId
+    socket.pulse.hub.rescope(sub, msg.sessionId, msg.userId)
     sub.kinds = {KINDS_BY_SUBSCRIPTION[name] for name in wanted}
     socket.reply(ConnectionAck(connectionId=socket.connection_id, sessionId=msg.sessionId, userId=msg.userId,
                                subscriptions=wanted, protocol="msgpack" if sub.msgpack else "json"))

@@ -68,3 +68,24 @@ async def test_msgpack_subscribers_get_the_same_message_as_msgpack() -> None:
     assert msgspec.json.decode(json_frame) == msgspec.msgpack.decode(msgpack_frame) == {
         "type": "event", "data": {"payload": {"a": [1, 2]}},
     }
+
+
+async def test_rescoped_subscribers_move_between_scopes_and_counts_stay_right() -> None:
+    hub = Hub(Metrics())
+    sub = Subscriber("p1", [KIND_BEHAVIORAL])
+    user_only = Subscriber("p1", [KIND_BEHAVIORAL], user_id="u1")
+    both = Subscriber("p1", [KIND_BEHAVIORAL], session_id="s1", user_id="u2")
+    for s in (sub, user_only, both):
+        hub.subscribe(s)
+    hub.rescope(sub, "s9", None)  # seed 000's connection message narrows a socket to one session
+    hub.publish("p1", KIND_BEHAVIORAL, Attrs(session_id="s1", user_id="u1"), {"n": 1})
+    hub.publish("p1", KIND_BEHAVIORAL, Attrs(session_id="s9"), {"n": 2})
+    hub.publish("p1", KIND_BEHAVIORAL, Attrs(session_id="s1", user_id="u2"), {"n": 3})
+    decode = msgspec.json.decode
+    assert [decode(f)["n"] for f in drain(sub)] == [2]
+    assert [decode(f)["n"] for f in drain(user_only)] == [1]
+    assert [decode(f)["n"] for f in drain(both)] == [3]  # session and user must both match
+    assert hub.subscriber_count() == 3
+    for s in (sub, user_only, both):
+        hub.unsubscribe(s)
+    assert hub.subscriber_count() == 0 and not hub.has_subscribers("p1")
