@@ -59,23 +59,37 @@ class IngestPipeline:
         self.fanout = fanout
         self.metrics = metrics
         # Requests finish out of seq order, so a stream may show seq 12 before 11 is published;
-        # a resume point must never pass 11 while it is on its way. ``published_upto`` is the
-        # highest seq S such that every event with seq <= S has been published; finished ranges
-        # above a gap wait in a heap until the gap closes.
-        self.published_upto = 0
-        self._finished: list[tuple[int, int]] = []
+        # a resume point must never pass 11 while it is on its way. The store commits one node's
+        # appends in seq order (it may leave gaps: PostgreSQL's sequence skips the seqs of
+        # duplicates and failed groups), so "everything <= S is published" holds for S = just
+        # below the lowest append still between commit and fan-out, or the highest committed seq
+        # when none is. ``_in_flight`` counts the appends in flight per lowest seq.
+        self._highest = 0
+        self._in_flight: dict[int, int] = {}
+        self._lows: list[int] = []  # heap of the keys of _in_flight (stale entries popped lazily)
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
-        self.published_upto = max_seq
+        self._highest = max(self._highest, max_seq)
 
     def resume_floor(self) -> int:
-        return self.published_upto
+        while self._lows and self._lows[0] not in self._in_flight:
+            heapq.heappop(self._lows)
+        return self._lows[0] - 1 if self._lows else self._highest
 
-    def _finish(self, low: int, high: int) -> None:
-        heapq.heappush(self._finished, (low, high))
-        while self._finished and self._finished[0][0] <= self.published_upto + 1:
-            self.published_upto = max(self.published_upto, heapq.heappop(self._finished)[1])
+    def _begin(self, low: int, high: int) -> None:
+        """An append's new events (seqs low..high) are committed and not yet published."""
+        if low not in self._in_flight:
+            heapq.heappush(self._lows, low)
+        self._in_flight[low] = self._in_flight.get(low, 0) + 1
+        self._highest = max(self._highest, high)
+
+    def _finish(self, low: int) -> None:
+        left = self._in_flight[low] - 1
+        if left:
+            self._in_flight[low] = left
+        else:
+            del self._in_flight[low]
 
     async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
         """Store ``events`` durably, process the new ones, publish them. ``started`` = perf_counter()
@@ -98,6 +112,8 @@ class IngestPipeline:
                 fresh.append(event)
         processed, sessions = True, dict[str, Any]()
         if fresh:
+            low = min(event.seq for event in fresh)
+            self._begin(low, max(event.seq for event in fresh))
             try:
                 processed, sessions = await self._process(fresh)
                 try:
@@ -106,8 +122,7 @@ class IngestPipeline:
                     log.exception("fan-out failed")
                     self.metrics.drops["fanout_error"] += len(fresh)
             finally:
-                # the store gives one append's new events consecutive seqs
-                self._finish(fresh[0].seq, fresh[-1].seq)
+                self._finish(low)
         elapsed_ms = (time.perf_counter() - started) * 1000
         duplicates = len(events) - len(fresh)
         self.metrics.count_ingest(len(fresh), duplicates, rejected, elapsed_ms)

@@ -32,6 +32,7 @@ import trio
 from protocol.record import AppendOutcome, Event
 from storage import sqlite_aggregates as agg
 from storage import sqlite_schema as sql
+from storage.aggregates import plan_range
 from storage.base import (
     MAX_PAGE,
     Cursor,
@@ -418,19 +419,19 @@ class SqliteStore:
         service_name: str | None = None,
         top: int = 10,
     ) -> list[ServiceAggregate]:
-        plan = agg.plan_range(since_ms, until_ms)
+        plan = plan_range(since_ms, until_ms)
         return await self._read(lambda conn: agg.read_service_stats(conn, project, plan, service_name, top))
 
     async def top_events(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
     ) -> list[EventCount]:
-        plan = agg.plan_range(since_ms, until_ms)
+        plan = plan_range(since_ms, until_ms)
         return await self._read(lambda conn: agg.read_top_events(conn, project, plan, limit))
 
     async def per_day(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None
     ) -> list[DayCount]:
-        plan = agg.plan_range(since_ms, until_ms)
+        plan = plan_range(since_ms, until_ms)
         return await self._read(lambda conn: agg.read_per_day(conn, project, plan))
 
     # snapshots ----------------------------------------------------------------------------------

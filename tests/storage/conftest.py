@@ -2,23 +2,34 @@
 
 ``open_store()`` opens a store on the same storage each time it is entered, so entering it twice
 is a restart; ``store`` is one store that runs for the whole test.
+
+Backends: "sqlite" keeps its file in ``data_dir``; "postgres" gets a fresh database per test from
+the session's throwaway server (tests.services.postgres), registered under the test's ``data_dir``
+so that ``make_store(backend, data_dir)`` finds it, and runs inside ``trio_asyncio.open_loop()``.
 """
 
 from __future__ import annotations
 
+import trio_asyncio  # first: before anything imports asyncpg
+
+# isort: split
 import contextlib
 import pathlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import trio
 
 from storage.base import Store
+from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
+from tests.services.postgres import PostgresServer, postgres_dsn, postgres_server  # noqa: F401 (fixtures)
 
-BACKENDS = ["sqlite"]  # "postgres" joins once that backend exists
+BACKENDS = ["sqlite", "postgres"]
 
 StoreOpener = Callable[[], contextlib.AbstractAsyncContextManager[Store]]
+
+_DATABASES: dict[pathlib.Path, str] = {}  # data_dir -> DSN of the test's PostgreSQL database
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,14 +38,36 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def data_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "data"  # does not exist yet: the store creates it
+def data_dir(tmp_path: pathlib.Path, backend: str, request: pytest.FixtureRequest) -> Iterator[pathlib.Path]:
+    path = tmp_path / "data"  # does not exist yet: the store creates it
+    if backend != "postgres":
+        yield path
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database() as dsn:
+        _DATABASES[path] = dsn
+        try:
+            yield path
+        finally:
+            del _DATABASES[path]
 
 
 def make_store(backend: str, data_dir: pathlib.Path) -> Store:
     if backend == "sqlite":
         return SqliteStore(data_dir)
+    if backend == "postgres":
+        return PostgresStore(_DATABASES[data_dir])
     raise ValueError(f"unknown storage backend {backend!r}")
+
+
+@contextlib.asynccontextmanager
+async def asyncio_loop_for(backend: str) -> AsyncIterator[None]:
+    """The asyncio loop (over trio) that the postgres backend runs in; nothing for the others."""
+    if backend == "postgres":
+        async with trio_asyncio.open_loop():
+            yield
+    else:
+        yield
 
 
 @pytest.fixture
@@ -42,7 +75,7 @@ def open_store(backend: str, data_dir: pathlib.Path) -> StoreOpener:
     @contextlib.asynccontextmanager
     async def opened() -> AsyncIterator[Store]:
         store = make_store(backend, data_dir)
-        async with trio.open_nursery() as nursery:
+        async with asyncio_loop_for(backend), trio.open_nursery() as nursery:
             await nursery.start(store.run)
             try:
                 yield store

@@ -1,0 +1,237 @@
+"""The queries of the PostgreSQL backend outside the group commit: event reads, pre-aggregated
+statistics, projects.
+
+The same answers as ``storage.sqlite_schema`` and ``storage.sqlite_aggregates`` (the shared storage
+suite checks both): newest-first keyset pages over ``(timestamp, seq)``, replays in seq order, and
+statistics that never read the log (agg_total without a range; agg_day for the whole days inside a
+range plus agg_minute for its edges, planned by ``sqlite_aggregates.plan_range``).
+
+Functions taking a ``conn`` are asyncio-flavoured units of work for ``pg_bridge.Database.run``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Final
+
+import msgspec
+
+from protocol.record import Event
+from storage import postgres_schema as sql
+from storage.aggregates import MINUTES_PER_DAY, RangePlan, day_string, service_aggregate
+from storage.base import Cursor, DayCount, EventCount, EventFilter, EventPage, Project, ServiceAggregate
+from storage.pg_bridge import Connection
+
+# Case folding of event names for the ``type`` filter, applied to the column; the needle is folded
+# by Python's str.lower(). ICU's root locale agrees with Python on non-ASCII letters whatever the
+# database's locale; without ICU the database's own locale folds (ASCII only under "C").
+FOLD_ICU: Final = 'lower(name COLLATE "und-x-icu")'
+FOLD_DATABASE: Final = 'lower(name COLLATE "default")'
+
+# Events ---------------------------------------------------------------------------------------------
+# Everything but the project, which the reader already knows (every read is for one project).
+EVENT_COLUMNS: Final = (
+    "seq, id, name, source, timestamp, received_at, payload, user_id, session_id, service_name,"
+    " correlation_id, device_type, status_code, response_time_ms, client_id, flags"
+)
+SELECT_MAX_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM events"
+SELECT_EVENTS_AFTER: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE project = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+)
+SELECT_SESSION_EVENTS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE project = $1 AND session_id = $2 AND seq > $3 ORDER BY seq"
+)
+SELECT_USER_EVENTS: Final = (
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE project = $1 AND user_id = $2 AND seq > $3 ORDER BY seq"
+)
+COUNT_EVENTS: Final = "SELECT coalesce(sum(count), 0)::bigint FROM agg_total WHERE project = $1"
+
+
+def event_from_row(project: str, r: Any) -> Event:
+    return Event(
+        seq=r[0], id=r[1], project=project, name=r[2], source=r[3], timestamp=r[4], received_at=r[5],
+        payload=msgspec.Raw(r[6]), user_id=r[7], session_id=r[8], service_name=r[9],
+        correlation_id=r[10], device_type=r[11], status_code=r[12], response_time_ms=r[13],
+        client_id=r[14], flags=r[15],
+    )  # fmt: skip
+
+
+def _where(flt: EventFilter, fold: str) -> tuple[str, list[object]]:
+    """The WHERE clause of a filter; the same filter shape always yields the same SQL text (one
+    prepared statement per shape in asyncpg's statement cache)."""
+    clauses = ["project = $1"]
+    params: list[object] = [flt.project]
+    placeholder: dict[str, str] = {}
+    for column, op, value in (
+        ("timestamp", ">=", flt.since_ms),
+        ("timestamp", "<=", flt.until_ms),
+        ("name", "=", flt.event_name),
+        ("service_name", "=", flt.service_name),
+        ("user_id", "=", flt.user_id),
+        ("session_id", "=", flt.session_id),
+        ("correlation_id", "=", flt.correlation_id),
+    ):
+        if value is not None:
+            params.append(value)
+            placeholder[column] = f"${len(params)}"
+            clauses.append(f"{column} {op} {placeholder[column]}")
+    # The same name and service once more as labels: what lets the planner use events_labels.
+    labels = []
+    if "name" in placeholder:
+        labels.append(placeholder["name"])
+    if "service_name" in placeholder:
+        labels.append(f"E'\\x01' || {placeholder['service_name']}")
+    if labels:
+        clauses.append(f"{sql.LABELS} @> ARRAY[{', '.join(labels)}]")
+    if flt.name_contains is not None:
+        # strpos() rather than LIKE: no wildcard characters to escape in the user's text.
+        params.append(flt.name_contains.lower())
+        clauses.append(f"strpos({fold}, ${len(params)}) > 0")
+    return " AND ".join(clauses), params
+
+
+def _aggregate_count_query(flt: EventFilter, fold: str) -> tuple[str, list[object]] | None:
+    """The match count from agg_total when the filter is only about names and services (which the
+    aggregate is keyed by); None when another filter needs the log."""
+    if (flt.since_ms, flt.until_ms, flt.user_id, flt.session_id, flt.correlation_id) != (None,) * 5:
+        return None
+    clauses = ["project = $1"]
+    params: list[object] = [flt.project]
+    for column, value in (("service", flt.service_name), ("name", flt.event_name)):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} = ${len(params)}")
+    if flt.name_contains is not None:
+        params.append(flt.name_contains.lower())
+        clauses.append(f"strpos({fold}, ${len(params)}) > 0")
+    return f"SELECT coalesce(sum(count), 0)::bigint FROM agg_total WHERE {' AND '.join(clauses)}", params
+
+
+async def query_events(
+    conn: Connection, flt: EventFilter, limit: int, cursor: Cursor | None, fold: str
+) -> EventPage:
+    """One page and the total match count (run it in a read-only snapshot: both see the same data)."""
+    where, params = _where(flt, fold)
+    page_where, page_params = where, list(params)
+    if cursor is not None:
+        # A row comparison: one range of the (project, timestamp, seq) index.
+        n = len(page_params)
+        page_where += f" AND (timestamp, seq) < (${n + 1}, ${n + 2})"
+        page_params += [cursor.timestamp, cursor.seq]
+    page_params.append(limit + 1)
+    page_sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {page_where}"
+        f" ORDER BY timestamp DESC, seq DESC LIMIT ${len(page_params)}"
+    )
+    rows = await conn.fetch(page_sql, *page_params)
+    count = _aggregate_count_query(flt, fold) or (f"SELECT count(*) FROM events WHERE {where}", params)
+    filtered = await conn.fetchval(count[0], *count[1])
+    events = [event_from_row(flt.project, row) for row in rows[:limit]]
+    next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
+    return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
+
+
+# Aggregates -----------------------------------------------------------------------------------------
+_COLS: Final = "service, name, count, with_status, errors, with_rt, rt_sum, last_seen"
+# $1 project, $2..$3 days, $4..$5 head minutes, $6..$7 tail minutes (RangePlan.params). BETWEEN on
+# an empty range costs one index probe. Integer division truncates as SQLite's does.
+_RANGE_ROWS: Final = f"""
+    SELECT {_COLS}, day FROM agg_day WHERE project = $1 AND day BETWEEN $2 AND $3
+    UNION ALL
+    SELECT {_COLS}, minute / {MINUTES_PER_DAY} FROM agg_minute WHERE project = $1 AND minute BETWEEN $4 AND $5
+    UNION ALL
+    SELECT {_COLS}, minute / {MINUTES_PER_DAY} FROM agg_minute WHERE project = $1 AND minute BETWEEN $6 AND $7
+"""
+_PER_NAME: Final = (
+    "SELECT service, name, sum(count)::bigint, sum(with_status)::bigint, sum(errors)::bigint,"
+    " sum(with_rt)::bigint, coalesce(sum(rt_sum), 0)::float8, max(last_seen)"
+    " FROM ({rows}) AS r WHERE {service} GROUP BY service, name"
+)
+SERVICE_ROWS_RANGE: Final = _PER_NAME.format(rows=_RANGE_ROWS, service="($8::text IS NULL OR service = $8)")
+SERVICE_ROWS_WHOLE: Final = _PER_NAME.format(
+    rows=f"SELECT {_COLS} FROM agg_total WHERE project = $1", service="($2::text IS NULL OR service = $2)"
+)
+TOP_EVENTS_RANGE: Final = (
+    f"SELECT name, sum(count)::bigint AS n FROM ({_RANGE_ROWS}) AS r GROUP BY name HAVING sum(count) > 0"
+    " ORDER BY n DESC, name LIMIT $8"
+)
+TOP_EVENTS_WHOLE: Final = (
+    "SELECT name, sum(count)::bigint AS n FROM agg_total WHERE project = $1 GROUP BY name"
+    " HAVING sum(count) > 0 ORDER BY n DESC, name LIMIT $2"
+)
+PER_DAY: Final = (
+    f"SELECT day, sum(count)::bigint AS n FROM ({_RANGE_ROWS}) AS r GROUP BY day HAVING sum(count) > 0"
+    " ORDER BY day"
+)
+SERVICE_NAMES: Final = (
+    "SELECT DISTINCT service FROM agg_total WHERE project = $1 AND service <> '' AND count > 0 ORDER BY service"
+)
+
+
+async def service_stats(
+    conn: Connection, project: str, plan: RangePlan, service_name: str | None, top: int
+) -> list[ServiceAggregate]:
+    if plan.whole:
+        rows = await conn.fetch(SERVICE_ROWS_WHOLE, project, service_name)
+    else:
+        rows = await conn.fetch(SERVICE_ROWS_RANGE, *plan.params(project), service_name)
+    by_service: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        if row[2] > 0:
+            by_service.setdefault(row[0], []).append(tuple(row))
+    stats = [service_aggregate(service, names, top) for service, names in by_service.items()]
+    stats.sort(key=lambda s: (-s.event_count, s.service_name or ""))
+    return stats
+
+
+async def top_events(conn: Connection, project: str, plan: RangePlan, limit: int | None) -> list[EventCount]:
+    if plan.whole:
+        rows = await conn.fetch(TOP_EVENTS_WHOLE, project, limit)
+    else:
+        rows = await conn.fetch(TOP_EVENTS_RANGE, *plan.params(project), limit)
+    return [EventCount(name, count) for name, count in rows]
+
+
+async def per_day(conn: Connection, project: str, plan: RangePlan) -> list[DayCount]:
+    rows = await conn.fetch(PER_DAY, *plan.params(project))
+    return [DayCount(day_string(day), count) for day, count in rows]
+
+
+# Projects -------------------------------------------------------------------------------------------
+def _new_project(name: str) -> Project:
+    token = secrets.token_urlsafe
+    return Project(
+        id="prj_" + secrets.token_hex(6),
+        name=name,
+        public_key="pk_" + token(24),
+        secret_key="sk_" + token(24),
+        created_at=time.time_ns() // 1_000_000,
+    )
+
+
+async def insert_project(conn: Connection, name: str) -> Project | None:
+    """The new project, or None if the name is taken."""
+    project = _new_project(name)
+    inserted = await conn.fetchval(sql.INSERT_PROJECT, *msgspec.structs.astuple(project))
+    return None if inserted is None else project
+
+
+async def ensure_project(conn: Connection, name: str) -> Project:
+    """The project called ``name``, created unless it exists (several nodes may start at once)."""
+    await insert_project(conn, name)
+    row = await conn.fetchrow(sql.SELECT_PROJECT_BY_NAME, name)
+    return Project(*row)
+
+
+async def list_projects(conn: Connection) -> list[Project]:
+    return [Project(*row) for row in await conn.fetch(sql.SELECT_PROJECTS)]
+
+
+async def project_by_key(conn: Connection, key: str) -> Project | None:
+    row = await conn.fetchrow(sql.SELECT_PROJECT_BY_KEY, key)
+    return None if row is None else Project(*row)
+
+
+async def ping(conn: Connection) -> None:
+    await conn.fetchval("SELECT 1")

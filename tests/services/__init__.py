@@ -1,0 +1,1 @@
+"""Real services for tests (throwaway PostgreSQL, ...), importable from any test package."""
