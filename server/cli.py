@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes on the same port, each a node (needs Redis and PostgreSQL when > 1)")
     serve.add_argument("--node-id", default=None, help="this node's name in the cluster (default host-pid-random)")
-    serve.add_argument("--stream-retention", type=int, default=10_000,
+    serve.add_argument("--stream-retention", type=int, default=2_000,
                        help="entries kept per project in the Redis stream that subscribers resume from")
 
     loadtest = commands.add_parser("loadtest", help="run a locust-style load test against a Pulse server")

@@ -47,8 +47,8 @@ class Settings:
     workers: int = 1  # processes serving the same port (the parent supervises them)
     # Entries kept per project in the Redis stream that reconnecting subscribers resume from. An
     # entry is one request's messages (one event or a whole batch), so memory is about
-    # entries x request size: 10,000 single events ~ 10 MB, 10,000 100-event batches ~ 500 MB.
-    stream_retention: int = 10_000
+    # entries x request size: 2,000 single events ~ 2 MB, 2,000 100-event batches ~ 220 MB.
+    stream_retention: int = 2_000
 
     @property
     def storage_name(self) -> str:
