@@ -28,6 +28,7 @@ from server.params import text_param
 
 log = logging.getLogger("pulse.sse")
 
+COALESCE_MAX: Final = 256  # queued messages sent in one write at most
 RESUME_PAGE: Final = 1000
 RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
 _json = msgspec.json.Encoder()
@@ -121,17 +122,26 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
     while True:
         with trio.move_on_at(min(next_ping, next_stats)):
             try:
-                frame = await sub.frames.receive()
+                frames = [await sub.frames.receive()]
             except trio.EndOfChannel:
                 return  # evicted as slow (the hub counted it), or the server is shutting down
-            if frame.pos:
-                if position_key(frame.pos) <= replayed_pos:
-                    continue  # already sent by the replay
-            elif frame.seq and frame.seq <= replayed_upto:
-                continue
+            # Under load several messages wait in the queue: send them in one write
+            while len(frames) < COALESCE_MAX:
+                try:
+                    frames.append(sub.frames.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
             floor = pulse.pipeline.resume_floor()
-            body = _frame(frame.data, frame.seq, floor, frame.pos)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            chunks = []
+            for frame in frames:
+                if frame.pos:
+                    if position_key(frame.pos) <= replayed_pos:
+                        continue  # already sent by the replay
+                elif frame.seq and frame.seq <= replayed_upto:
+                    continue
+                chunks.append(_frame(frame.data, frame.seq, floor, frame.pos))
+            if chunks:
+                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
             continue
         now = trio.current_time()
         if now >= next_ping:
