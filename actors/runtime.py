@@ -457,6 +457,9 @@ class ActorSystem:
             self._crashed(cell, exc, f"handling {type(envelope.msg).__name__}")
         else:
             envelope.resolve(reply)
+            if getattr(cell.instance, "empty", False) and not cell.retiring:
+                # a read of a key that has no events (a mistyped id): do not keep an actor for it
+                self._begin_retire(cell)
         finally:
             cell.current = None
         self._handled += 1
@@ -592,6 +595,7 @@ class ProjectionActor(Generic[StateT, ViewT]):
         self.replayed_upto = 0  # max seq covered by the snapshot and the activation replay
         self.applied_upto = 0  # max seq applied so far: the snapshot's upto_seq
         self.dirty = True  # state differs from the stored snapshot
+        self.empty = True  # no event applied or replayed yet: nothing worth keeping in memory
         self._floor = 0  # every seq <= floor is applied (the snapshot's, or evicted from _seen)
         self._seen: set[int] = set()  # seqs above the floor applied by this activation
         self._seen_order: deque[int] = deque()
@@ -635,6 +639,7 @@ class ProjectionActor(Generic[StateT, ViewT]):
             upto = max(upto, max(event.seq for event in events))
         self.replayed_upto = self.applied_upto = upto
         self.dirty = bool(events)  # an unknown key or an up-to-date snapshot: nothing new to save
+        self.empty = snap is None and not events
 
     def _remember(self, events: list[Event]) -> None:
         for event in events:
@@ -661,6 +666,7 @@ class ProjectionActor(Generic[StateT, ViewT]):
         if isinstance(msg, ApplyEvents):
             fresh = self._unapplied(msg.events)
             if fresh:
+                self.empty = False
                 fresh.sort(key=event_order)
                 self.apply(fresh)
                 self._remember(fresh)

@@ -129,6 +129,23 @@ def _client_id(obj: AIEventPayload | BehavioralEvent) -> str | None:
     return obj.eventId or obj.messageId or obj.insertId
 
 
+# The fields stored as indexed text (and sent to PostgreSQL, whose text cannot hold NUL) with the
+# JSON names a client used for them.
+_TEXT_FIELDS: Final = (
+    ("name", "eventName"), ("user_id", "userId"), ("session_id", "sessionId"), ("service_name", "serviceName"),
+    ("correlation_id", "correlationId"), ("device_type", "deviceType"), ("client_id", "eventId"),
+)  # fmt: skip
+
+
+def checked(event: Event, root: str) -> Event:
+    """Reject a NUL character in any identifier: no backend can index it the same way."""
+    for attr, name in _TEXT_FIELDS:
+        value = getattr(event, attr)
+        if value is not None and "\x00" in value:
+            raise InvalidInput(f"{root}.{name}", "must not contain the NUL character (\\u0000)")
+    return event
+
+
 # -- seed 004 ---------------------------------------------------------------------------------------
 
 
@@ -150,7 +167,7 @@ def tracking_event(
     root: str = "$",
 ) -> Event:
     ts, flags = event_time(payload.timestamp, payload.sentAt or sent_at, received_at, root)
-    return Event(
+    return checked(Event(
         id=new_event_id(),
         project=project,
         name=name,
@@ -167,7 +184,7 @@ def tracking_event(
         response_time_ms=payload.responseTimeMs,
         client_id=_client_id(payload),
         flags=flags,
-    )
+    ), root)
 
 
 def decode_track(
@@ -300,7 +317,7 @@ def behavioral_event(
         if isinstance(inner, int | float | str) and not isinstance(inner, bool):
             timestamp = inner
     ts, flags = event_time(timestamp, event.sentAt or sent_at, received_at, root)
-    return Event(
+    return checked(Event(
         id=new_event_id(),
         project=project,
         name=event.eventType,
@@ -315,7 +332,7 @@ def behavioral_event(
         device_type=event.deviceType,
         client_id=_client_id(event),
         flags=flags,
-    )
+    ), root)
 
 
 def decode_behavioral(project: str, body: bytes, *, received_at: int, msgpack: bool = False) -> Event:

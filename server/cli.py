@@ -111,8 +111,10 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     worker = os.environ.get(WORKER_ENV)
     if settings.workers > 1 and worker is None:
         return run_supervisor(settings, _without_port(argv))
-    if worker is not None and settings.node_id is None:
-        settings.node_id = f"{socket.gethostname()}-w{worker}-{os.getpid()}"
+    if worker is not None:  # every worker is its own node: never two with one id
+        base = settings.node_id or socket.gethostname()
+        settings.node_id = f"{base}-w{worker}-{os.getpid()}"
+        settings.supervisor_pid = os.getppid()
     trio.run(run_server, settings)
     return 0
 

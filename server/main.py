@@ -44,6 +44,7 @@ log = logging.getLogger("pulse")
 # Shutdown budget, under the 10 s a supervisor waits: requests 3 s + actors 2 s + store flush <= 5 s.
 GRACEFUL_TIMEOUT_S: Final = 3.0  # in-flight requests get this long after we stop accepting
 DRAIN_TIMEOUT_S: Final = 2.0  # actor mailboxes + snapshots
+SUPERVISOR_POLL_S: Final = 1.0  # how often a worker checks that its supervisor is alive
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -63,11 +64,26 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def _watch_signals(pulse: Pulse) -> None:
+async def _watch_signals(pulse: Pulse, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The first SIGINT/SIGTERM starts the shutdown. The receiver stays open until the process
+    ends, so a second signal (Ctrl-C reaches a whole process group; a supervisor forwards SIGTERM
+    too) cannot kill a node in the middle of its drain."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
+            if pulse.shutdown.is_set():
+                log.info("received %s again: already shutting down", signal.Signals(signum).name)
+                continue
             log.info("received %s: shutting down", signal.Signals(signum).name)
-            break
+            pulse.begin_shutdown()
+
+
+async def _watch_supervisor(pulse: Pulse, supervisor_pid: int) -> None:
+    """A worker whose supervisor is gone (killed with SIGKILL: it could not forward a signal)
+    drains and exits instead of serving the port on its own."""
+    while os.getppid() == supervisor_pid:  # noqa: ASYNC110 (no event exists for a parent's death)
+        await trio.sleep(SUPERVISOR_POLL_S)
+    log.warning("supervisor %d is gone: shutting down", supervisor_pid)
     pulse.begin_shutdown()
 
 
@@ -175,14 +191,10 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             fanout=fanout,
         )
         app = PulseApp(pulse)
-        signal_scope = trio.CancelScope()
-
-        async def watch_signals() -> None:
-            with signal_scope:
-                await _watch_signals(pulse)
-
+        await services.start(partial(_watch_signals, pulse))  # until the very end of the process
+        if settings.supervisor_pid is not None:
+            services.start_soon(_watch_supervisor, pulse, settings.supervisor_pid)
         async with trio.open_nursery() as edge:
-            edge.start_soon(watch_signals)
             binds = await edge.start(partial(serve, cast(Any, app), hypercorn_config(settings), shutdown_trigger=pulse.shutdown.wait))
             project = await store.default_project()
             print(banner(settings, binds, project, node_id), flush=True)
@@ -192,7 +204,6 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             gc.set_threshold(50_000, 50, 100)
             task_status.started(binds)
             await pulse.shutdown.wait()
-            signal_scope.cancel()
             hub.close_all()  # every socket's writer ends and closes with 1001 (reconnect)
         # hypercorn has returned: no request is in flight any more
         await actors.drain(deadline=DRAIN_TIMEOUT_S)  # a duration in seconds

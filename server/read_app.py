@@ -119,6 +119,9 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         return await live_view(("user", granted.project.id, user_id), "event_count")
 
     async def live_view(key: tuple[str, str, str], count_field: str) -> Response:
+        if "\x00" in key[2]:  # no event can carry it (rejected at ingest): nothing to look up
+            reason = f"no events for {key[0]} {key[2]!r}"
+            return json_response({"success": False, "error": {"code": "not_found", "reason": reason}}, 404)
         try:
             view = await pulse.router.view(key, timeout=LIVE_VIEW_TIMEOUT_S)
         except ActorError as exc:

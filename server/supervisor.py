@@ -51,37 +51,43 @@ class Supervisor:
         self.stop_requested = trio.Event()
         self.procs: dict[int, trio.Process] = {}
         self.restarts = 0
+        self.unclean: dict[int, int | str] = {}  # worker index -> how it ended, if not with exit 0
 
     async def run(self) -> int:
         reserved = reserve_port(self.settings.host, self.settings.port)
         self.port = reserved.getsockname()[1]
-        print(
-            f"Pulse supervisor (pid {os.getpid()}): {self.settings.workers} workers on "
-            f"{self.settings.host}:{self.port}",
-            flush=True,
-        )
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                await nursery.start(self._watch_signals)  # before any worker exists
+                print(
+                    f"Pulse supervisor (pid {os.getpid()}): {self.settings.workers} workers on "
+                    f"{self.settings.host}:{self.port}",
+                    flush=True,
+                )
                 async with trio.open_nursery() as workers:
                     for index in range(self.settings.workers):
                         workers.start_soon(self._keep_running, index)
                 nursery.cancel_scope.cancel()
         finally:
             reserved.close()
+        if self.unclean:
+            log.error("workers that did not stop cleanly: %s", self.unclean)
+            return 1
         log.info("all workers stopped")
         return 0
 
-    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
+                if self.stopping:
+                    continue  # a repeated signal: the workers are already draining
                 log.info("received %s: stopping %d workers", signal.Signals(signum).name, len(self.procs))
                 self.stopping = True
                 self.stop_requested.set()
                 for proc in list(self.procs.values()):
                     if proc.returncode is None:
                         proc.send_signal(signal.SIGTERM)
-                break
 
     async def _keep_running(self, index: int) -> None:
         pause = RESTART_PAUSE_S
@@ -102,7 +108,10 @@ class Supervisor:
     async def _run_worker(self, index: int) -> int:
         env = {**os.environ, WORKER_ENV: str(index)}
         argv = [sys.executable, "-m", "server.cli", *self.worker_argv, "--port", str(self.port)]
-        proc = await trio.lowlevel.open_process(argv, env=env)
+        # A session of its own: Ctrl-C in a terminal reaches the supervisor only, which forwards
+        # SIGTERM. (A worker whose supervisor dies, even by SIGKILL, notices and drains itself:
+        # server.main watches its parent.)
+        proc = await trio.lowlevel.open_process(argv, env=env, start_new_session=True)
         self.procs[index] = proc
         if self.stopping:  # the signal came while this worker was starting: it missed the broadcast
             proc.send_signal(signal.SIGTERM)
@@ -113,9 +122,13 @@ class Supervisor:
                     with trio.move_on_after(0.5):
                         return await proc.wait()
                 with trio.move_on_after(STOP_TIMEOUT_S):
-                    return await proc.wait()
+                    code = await proc.wait()
+                    if code != 0:
+                        self.unclean[index] = code
+                    return code
                 log.error("worker %d did not stop within %rs: killing it", index, STOP_TIMEOUT_S)
                 proc.kill()
+                self.unclean[index] = "killed after the stop deadline"
                 return await proc.wait()
             return proc.returncode if proc.returncode is not None else -1  # not reached: for mypy
         finally:

@@ -69,3 +69,61 @@ def test_several_workers_without_redis_refuse_to_start_and_say_what_is_missing(t
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "--redis-url" in done.stderr and "--database-url" in done.stderr
+
+
+def _start_supervised(tmp_path: pathlib.Path, dsn: str, redis_url: str, node_id: str | None = None) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--workers", "2", "--log-level", "info",
+           "--data-dir", str(tmp_path), "--database-url", dsn, "--redis-url", redis_url]
+    if node_id:
+        cmd += ["--node-id", node_id]
+    # a session of its own, like a service started by a terminal or systemd: its group can be signalled
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, count: int, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    seen = 0
+    for line in proc.stdout:
+        lines.append(line)
+        seen += needle in line
+        if seen >= count:
+            return
+    raise AssertionError("".join(lines))
+
+
+def test_ctrl_c_to_the_process_group_drains_every_worker(
+    tmp_path: pathlib.Path, postgres_server: PostgresServer, postgres_dsn: str, redis_server: RedisServer
+) -> None:
+    proc = _start_supervised(tmp_path, postgres_dsn, redis_server.url, node_id="fixed")
+    lines: list[str] = []
+    try:
+        _read_until(proc, "secret key:", 2, lines)
+        ids = [line.split("node ")[-1].strip() for line in lines if line.startswith("  bus:")]
+        assert len(set(ids)) == 2 and all(i.startswith("fixed-w") for i in ids)  # --node-id is a prefix
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    lines.append(out)
+    assert proc.returncode == 0, "".join(lines)
+    assert "".join(lines).count("pulse stopped") == 2  # both drained, none killed by a second signal
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(
+    tmp_path: pathlib.Path, postgres_server: PostgresServer, postgres_dsn: str, redis_server: RedisServer
+) -> None:
+    proc = _start_supervised(tmp_path, postgres_dsn, redis_server.url)
+    lines: list[str] = []
+    try:
+        _read_until(proc, "secret key:", 2, lines)
+        proc.kill()  # SIGKILL: nothing can be forwarded
+        # the workers share the pipe: it closes when the last of them has exited
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines.append(out)
+    assert "".join(lines).count("supervisor") >= 2 and "".join(lines).count("pulse stopped") == 2
