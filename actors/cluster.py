@@ -23,7 +23,16 @@ from typing import Any, Final, Protocol
 import msgspec
 import trio
 
-from actors.runtime import ActorCrashed, ActorError, ActorKey, ActorSystem, ApplyEvents, AskTimeout, GetView
+from actors.runtime import (
+    ActorCrashed,
+    ActorError,
+    ActorKey,
+    ActorSystem,
+    ApplyEvents,
+    AskTimeout,
+    GetView,
+    SystemClosed,
+)
 from protocol.record import Event
 
 log = logging.getLogger("pulse.cluster")
@@ -41,6 +50,7 @@ class ClusterBus(Protocol):
     def live_nodes(self) -> tuple[str, ...]: ...
     def owner(self, key: str) -> str: ...
     def on_membership_change(self, callback: Callable[[tuple[str, ...]], None]) -> None: ...
+    def on_absence(self, callback: Callable[[], None]) -> None: ...
     def set_handler(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None: ...
     async def call(self, node: str, payload: bytes, *, timeout: float) -> bytes: ...  # noqa: ASYNC109
 
@@ -65,6 +75,7 @@ class ForwardRequest(msgspec.Struct):
 class ForwardReply(msgspec.Struct):
     replies: list[msgspec.Raw]  # the actor's reply as JSON (null when it failed)
     errors: list[str | None]
+    moved: list[bool] = []  # not handled: the key is not this node's (any more), route it again
 
 
 _encode = msgspec.json.Encoder().encode
@@ -97,6 +108,7 @@ class ActorRouter:
             self._nodes = bus.live_nodes()
             bus.set_handler(self._serve)
             bus.on_membership_change(self._membership_changed)
+            bus.on_absence(self._was_absent)
             actors.snapshots_enabled = bus.connected
 
     def owns(self, key: ActorKey) -> bool:
@@ -122,6 +134,12 @@ class ActorRouter:
             if retired:
                 log.info("membership now %s: %d actors handed over", nodes, retired)
         self.actors.snapshots_enabled = True
+
+    def _was_absent(self) -> None:
+        """This node stood still past its heartbeat TTL: the others took its keys and applied
+        events to fresh actors meanwhile. What it holds is stale: rebuild from the log, unsaved."""
+        retired = self.actors.retire_where(lambda key: True, save=False)
+        log.warning("this node was absent from the cluster: %d actors rebuilt from the log", retired)
 
     # asking ---------------------------------------------------------------------------------------
     async def ask_many(self, requests: list[tuple[ActorKey, Any]], *, timeout: float) -> list[Any]:  # noqa: ASYNC109
@@ -156,8 +174,7 @@ class ActorRouter:
                 replies[i] = answer
 
         async def remote(node: str, indexes: list[int]) -> None:
-            if not await self._forward(node, requests, indexes, replies, timeout):
-                unanswered.extend(indexes)
+            unanswered.extend(await self._forward(node, requests, indexes, replies, timeout))
 
         async with trio.open_nursery() as nursery:
             for node, indexes in by_owner.items():
@@ -169,7 +186,8 @@ class ActorRouter:
 
     async def _forward(
         self, node: str, requests: list[tuple[ActorKey, Any]], indexes: list[int], replies: list[Any], timeout: float  # noqa: ASYNC109
-    ) -> bool:
+    ) -> list[int]:
+        """Forward ``indexes`` to ``node``; fills ``replies`` and returns the indexes to route again."""
         assert self.bus is not None
         items = []
         for i in indexes:
@@ -186,39 +204,55 @@ class ActorRouter:
             raw = await self.bus.call(node, payload, timeout=min(timeout, CALL_TIMEOUT_S))
         except Exception as exc:  # NodeUnreachable, BusUnavailable, RemoteError: try the next owner
             log.warning("forward to %s failed (%s): re-routing %d actor batches", node, exc, len(indexes))
-            return False
+            return indexes
         try:
             reply = _decode_reply(raw)
+            moved = reply.moved or [False] * len(items)
             decoded = [
-                None if error is not None else self._reply_decoders[(item.kind, item.op)].decode(answer)
-                for item, answer, error in zip(items, reply.replies, reply.errors, strict=True)
+                None if error is not None or elsewhere else self._reply_decoders[(item.kind, item.op)].decode(answer)
+                for item, answer, error, elsewhere in zip(items, reply.replies, reply.errors, moved, strict=True)
             ]
         except (msgspec.DecodeError, ValueError) as exc:  # a node of another version, or a bug
             log.error("unreadable forward reply from %s: %s", node, exc)
             decoded, reply = [None] * len(items), ForwardReply(replies=[], errors=[f"unreadable reply: {exc}"] * len(items))
-        for i, value, error in zip(indexes, decoded, reply.errors, strict=True):
-            replies[i] = ActorCrashed(requests[i][0], f"failed on node {node}: {error}") if value is None else value
-        return True
+            moved = [False] * len(items)
+        again: list[int] = []
+        for i, value, error, elsewhere in zip(indexes, decoded, reply.errors, moved, strict=True):
+            if elsewhere:
+                again.append(i)
+            else:
+                replies[i] = ActorCrashed(requests[i][0], f"failed on node {node}: {error}") if value is None else value
+        return again
 
     async def _serve(self, payload: bytes) -> bytes:
         """The owner's side of a forward: apply every item here and answer with the replies."""
         request = _decode_request(payload)
         self.served += 1
-        requests: list[tuple[ActorKey, Any]] = [
-            ((item.kind, item.project, item.ident), GetView() if item.op == OP_VIEW else ApplyEvents(events=item.events))
-            for item in request.items
-        ]
-        answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
-        replies: list[msgspec.Raw] = []
-        errors: list[str | None] = []
-        for answer in answers:
-            if isinstance(answer, ActorError):
-                replies.append(_NULL)
-                errors.append(str(answer))
+        requests: list[tuple[ActorKey, Any]] = []
+        mine: list[int] = []
+        moved = [True] * len(request.items)
+        for i, item in enumerate(request.items):
+            key = (item.kind, item.project, item.ident)
+            # Only the owner applies: a sender with an older view of membership routes again
+            # (otherwise two nodes would each keep a partial actor for the key).
+            if self.owns(key) and not self.actors.closing:
+                mine.append(i)
+                moved[i] = False
+                requests.append((key, GetView() if item.op == OP_VIEW else ApplyEvents(events=item.events)))
+        if mine:
+            answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
+        else:
+            answers = []
+        replies: list[msgspec.Raw] = [_NULL] * len(request.items)
+        errors: list[str | None] = [None] * len(request.items)
+        for i, answer in zip(mine, answers, strict=True):
+            if isinstance(answer, SystemClosed):  # draining: its next owner takes it
+                moved[i] = True
+            elif isinstance(answer, ActorError):
+                errors[i] = str(answer)
             else:
-                replies.append(msgspec.Raw(_encode(answer)))
-                errors.append(None)
-        return _encode(ForwardReply(replies=replies, errors=errors))
+                replies[i] = msgspec.Raw(_encode(answer))
+        return _encode(ForwardReply(replies=replies, errors=errors, moved=moved))
 
     async def view(self, key: ActorKey, *, timeout: float) -> Any:  # noqa: ASYNC109
         """The actor's current view, from its owner. Raises the ActorError that took its place."""

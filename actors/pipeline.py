@@ -105,17 +105,21 @@ class IngestPipeline:
     async def _commit_and_process(self, events: list[Event], started: float, rejected: int) -> IngestResult:
         outcomes: list[AppendOutcome] = await self.store.append(events) if events else []
         fresh: list[Event] = []
+        repeated: list[Event] = []
         for event, outcome in zip(events, outcomes, strict=True):
             event.id = outcome.id
             event.seq = outcome.seq
-            if not outcome.duplicate:
-                fresh.append(event)
+            (repeated if outcome.duplicate else fresh).append(event)
         processed, sessions = True, dict[str, Any]()
+        if repeated and not fresh:
+            # A retry. Its first attempt may have been committed after its caller gave up (a 503
+            # that was in fact stored): the actors get it again, and apply each seq only once.
+            processed, sessions = await self._process(repeated)
         if fresh:
             low = min(event.seq for event in fresh)
             self._begin(low, max(event.seq for event in fresh))
             try:
-                processed, sessions = await self._process(fresh)
+                processed, sessions = await self._process(fresh + repeated)
                 try:
                     await self._publish(fresh, sessions)
                 except Exception:  # stored and processed: a fan-out bug must not fail the request

@@ -11,6 +11,7 @@ the edge turns into 503 + Retry-After, never an unbounded queue.
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -32,7 +33,7 @@ RECEIVE_TIMEOUT_S: Final = 30.0  # a receive() that hangs longer is treated as a
 ACTIVATE_TIMEOUT_S: Final = 30.0  # snapshot load + replay; longer is a crash
 SNAPSHOT_SAVE_TIMEOUT_S: Final = 10.0  # a snapshot that cannot be saved in time is skipped
 RETRY_AFTER_S: Final = 1  # what the edge should put in Retry-After for MailboxFull
-SEEN_KEPT: Final = 4096  # applied seqs a projection remembers to apply each event once
+SEEN_KEPT: Final = 512  # applied seqs above the floor a projection remembers (and snapshots)
 
 ActorKey = tuple[str, str, str]  # (kind, project, id)
 
@@ -235,6 +236,11 @@ class ActorSystem:
             self._begin_retire(cell)
             retired += 1
         return retired
+
+    @property
+    def closing(self) -> bool:
+        """Draining or stopped: new asks fail with SystemClosed."""
+        return self._closing or self._nursery is None
 
     # asking --------------------------------------------------------------------------------------
     async def ask(self, key: ActorKey, msg: Any, *, timeout: float) -> Any:  # noqa: ASYNC109 (see ask_many)
@@ -571,6 +577,16 @@ ViewT = TypeVar("ViewT")
 _STATE_ENCODER: Final = msgspec.msgpack.Encoder()
 
 
+class _SnapshotBody(msgspec.Struct, array_like=True):
+    """What a snapshot stores: the state (MessagePack) and the applied seqs above its upto_seq."""
+
+    state: msgspec.Raw
+    seen: list[int]
+
+
+_SNAPSHOT_DECODER: Final = msgspec.msgpack.Decoder(_SnapshotBody)
+
+
 class ProjectionActor(Generic[StateT, ViewT]):
     """An actor whose state is a fold over the events of its key: snapshot + replay + live batches.
 
@@ -579,7 +595,10 @@ class ProjectionActor(Generic[StateT, ViewT]):
     the batch that triggered an activation (and any batch racing with it) may hold events the
     replay already applied, and a forwarded batch may be delivered twice after a retry. Each event
     is applied once: an event is skipped when its seq is covered by the snapshot or is among the
-    seqs already applied (the last SEEN_KEPT of them are remembered; older ones raise the floor).
+    seqs already applied (the highest SEEN_KEPT of them are remembered; the lowest ones evicted
+    raise the floor). A snapshot stores the floor as its ``upto_seq`` and the remembered seqs with
+    the state, so a later activation replays every event above the floor that it does not have:
+    an event with a lower seq committed late (by another node) is not skipped.
     Seqs are not a commit order across nodes (two nodes commit concurrently), which is why this is
     a set and not "seq <= highest applied". Events with ``seq == 0`` were never stored, cannot have
     been replayed, and are applied.
@@ -597,8 +616,8 @@ class ProjectionActor(Generic[StateT, ViewT]):
         self.dirty = True  # state differs from the stored snapshot
         self.empty = True  # no event applied or replayed yet: nothing worth keeping in memory
         self._floor = 0  # every seq <= floor is applied (the snapshot's, or evicted from _seen)
-        self._seen: set[int] = set()  # seqs above the floor applied by this activation
-        self._seen_order: deque[int] = deque()
+        self._seen: set[int] = set()  # seqs above the floor applied
+        self._seen_heap: list[int] = []  # the same seqs, lowest first: evicted into the floor
 
     def initial_state(self) -> StateT:
         raise NotImplementedError
@@ -623,33 +642,38 @@ class ProjectionActor(Generic[StateT, ViewT]):
     async def activate(self) -> None:
         upto = 0
         snap = await self.store.load_snapshot(self.project, self.kind, self.ident)
+        seen: list[int] = []
         if snap is not None:
             try:
-                self.state = msgspec.msgpack.decode(snap.state, type=self.state_type)  # type: ignore[assignment]
-                upto = snap.upto_seq
+                stored = _SNAPSHOT_DECODER.decode(snap.state)
+                self.state = msgspec.msgpack.decode(stored.state, type=self.state_type)  # type: ignore[assignment]
+                upto, seen = snap.upto_seq, stored.seen
             except msgspec.DecodeError as exc:  # an old or corrupt snapshot: rebuild from the log
                 log.warning("actor %r ignores its unreadable snapshot: %r", self.key, exc)
                 self.state = self.initial_state()
         self._floor = upto
-        events = await self.load_events(upto)
+        self._seen = set(seen)
+        self._seen_heap = sorted(self._seen)
+        events = [e for e in await self.load_events(upto) if e.seq not in self._seen]
         if events:
             events.sort(key=event_order)
             self.apply(events)
             self._remember(events)
             upto = max(upto, max(event.seq for event in events))
+        upto = max(upto, max(seen, default=0))
         self.replayed_upto = self.applied_upto = upto
         self.dirty = bool(events)  # an unknown key or an up-to-date snapshot: nothing new to save
         self.empty = snap is None and not events
 
     def _remember(self, events: list[Event]) -> None:
         for event in events:
-            if event.seq:
+            if event.seq and event.seq not in self._seen:
                 self._seen.add(event.seq)
-                self._seen_order.append(event.seq)
-        while len(self._seen_order) > SEEN_KEPT:
-            old = self._seen_order.popleft()
-            self._seen.discard(old)
-            self._floor = max(self._floor, old)
+                heapq.heappush(self._seen_heap, event.seq)
+        while len(self._seen_heap) > SEEN_KEPT:
+            lowest = heapq.heappop(self._seen_heap)
+            self._seen.discard(lowest)
+            self._floor = max(self._floor, lowest)
 
     def _unapplied(self, events: list[Event]) -> list[Event]:
         fresh: list[Event] = []
@@ -682,4 +706,5 @@ class ProjectionActor(Generic[StateT, ViewT]):
         on an idle session) must not rewrite it on passivation."""
         if not self.dirty:
             return None
-        return Snapshot(state=_STATE_ENCODER.encode(self.state), upto_seq=self.applied_upto)
+        body = _SnapshotBody(state=msgspec.Raw(_STATE_ENCODER.encode(self.state)), seen=sorted(self._seen))
+        return Snapshot(state=_STATE_ENCODER.encode(body), upto_seq=self._floor)

@@ -28,6 +28,8 @@ from server.params import text_param
 
 log = logging.getLogger("pulse.sse")
 
+MAX_SEQ: Final = 2**63 - 1
+FUTURE_SLACK_MS: Final = 60_000  # clock differences between Redis and this node
 COALESCE_MAX: Final = 256  # queued messages sent in one write at most
 RESUME_PAGE: Final = 1000
 RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
@@ -51,9 +53,10 @@ def _last_event_id(req: Request) -> int | str | None:
     value = req.headers.get("last-event-id") or req.query.get("lastEventId")
     if not value:
         return None
-    if value.isdigit():
+    if value.isdigit() and int(value) <= MAX_SEQ:
         return int(value)
-    if parse_position(value) is not None:
+    # a position from the future would hide every live message until the stream caught up with it
+    if parse_position(value) is not None and position_key(value)[0] <= now_ms() + FUTURE_SLACK_MS:
         return value
     raise InvalidInput("Last-Event-ID", f"expected the id of a received event, got {value!r}")
 

@@ -77,9 +77,11 @@ PUBLISH = LuaScript(
     """
 local maxlen, n = ARGV[1], tonumber(ARGV[2])
 local ids = {}
+local STREAM_IDLE_TTL_MS = 600000  -- a project's stream that nobody writes to goes after 10 min
 for i = 1, n do
   local payload = ARGV[2 + i]
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'p', payload)
+  redis.call('PEXPIRE', KEYS[i], STREAM_IDLE_TTL_MS)
   redis.call('PUBLISH', ARGV[2 + n + i], id .. ' ' .. payload)
   ids[i] = id
 end
@@ -224,12 +226,14 @@ class RedisBus:
         self._link_scope: trio.CancelScope | None = None
         self._link_error: str | None = None
         self._refresh = trio.Event()  # set when another node joins or leaves
+        self._absence_callbacks: list[Callable[[], None]] = []
         self._task_status: trio.TaskStatus[None] | None = None
         self._links = 0
         self._stopping = False
         self._counters = dict.fromkeys(
             ("published", "publish_refused", "publish_failures", "publish_unconfirmed", "received",
-             "duplicates_dropped", "gap_filled", "gaps_unfillable", "callback_errors", "bad_messages"), 0,
+             "duplicates_dropped", "gap_filled", "gaps_unfillable", "callback_errors", "bad_messages",
+             "absences"), 0,
         )  # fmt: skip
 
     # --- membership ----------------------------------------------------------------------------
@@ -433,11 +437,12 @@ class RedisBus:
         self._membership.lose_redis()
         self._rpc.fail_pending(f"redis link lost: {reason}")
         self._rpc.drop_outgoing()
-        # The batch being sent when the link broke may or may not have reached Redis: it is not
-        # reported as failed (what did reach Redis is delivered everywhere, here by the gap fill).
+        # The batch being sent when the link broke may or may not have reached Redis. It is
+        # reported as failed too, so this node's subscribers get it now: if it did reach Redis,
+        # the gap fill may deliver it once more (at-least-once, the same event ids), never less.
         self._counters["publish_unconfirmed"] += len(self._in_flight)
+        failed: list[tuple[str, bytes]] = list(self._in_flight)
         self._in_flight = []
-        failed: list[tuple[str, bytes]] = []
         while True:
             try:
                 failed.append(self._outbox.receive_nowait())
@@ -518,13 +523,34 @@ class RedisBus:
         # A heartbeat slower than the TTL means Redis is not serving us (and the other nodes drop
         # this one anyway): reconnect. Not shorter: a busy CPU must not make the link flap.
         timeout = max(1.0, self.node_ttl_s)
+        last_ok = trio.current_time()
         while True:
             with trio.move_on_after(self.heartbeat_s):
                 await self._refresh.wait()
             self._refresh = trio.Event()
+            if trio.current_time() - last_ok > self.node_ttl_s:
+                # This process stood still (GC pause, SIGSTOP, starved CPU) for longer than the
+                # TTL: the other nodes dropped it and took its keys. Say so before rejoining.
+                self._counters["absences"] += 1
+                log.warning("node %r missed its heartbeats for %.1f s: rejoining", self.node_id,
+                            trio.current_time() - last_ok)
+                self._notify_absent()
             with within(timeout, "a heartbeat"):
                 nodes = await self._membership.heartbeat(link.commands)
+            last_ok = trio.current_time()
             self._membership.update(nodes)
+
+    def on_absence(self, callback: Callable[[], None]) -> None:
+        """callback() when this node was (probably) dropped from the cluster while it still had
+        its link: whatever it holds for keys it owned may have moved on elsewhere meanwhile."""
+        self._absence_callbacks.append(callback)
+
+    def _notify_absent(self) -> None:
+        for callback in list(self._absence_callbacks):
+            try:
+                callback()
+            except Exception:
+                log.exception("absence callback failed")
 
     async def _keepalive(self, link: Link) -> None:
         """Ping on the pub/sub connection: a silent one (half-open TCP, stalled Redis) ends the link."""

@@ -142,3 +142,12 @@ async def test_msgpack_subprotocol(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url) as client:
         stored = (await client.get("/api/events", params={"sessionId": "m1"})).json()
     assert [e["name"] for e in stored["events"]] == ["scroll"]
+
+
+async def test_sse_refuses_resume_ids_that_cannot_be_real(server: ServerProcess) -> None:
+    """An id past int64, or a stream position far in the future, would break or silence the
+    stream after its 200: refuse it up front with a 400 that names the header."""
+    for bad in ("9223372036854775808", "99999999999999-0/0", "abc"):
+        async with SSEClient(f"{server.url}/api/events/stream", {"Last-Event-ID": bad}) as sse:
+            assert sse.status == 400, bad
+            assert json.loads(await sse.body())["error"]["field"] == "Last-Event-ID"
