@@ -7,6 +7,8 @@ rebuilt as snapshot + the events after it.
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Final, Protocol
 
 import msgspec
@@ -30,6 +32,18 @@ class Project(msgspec.Struct, frozen=True):
     public_key: str  # write-only key, safe in a browser ("pk_...")
     secret_key: str  # read + admin key ("sk_...")
     created_at: int  # unix ms
+
+
+def new_project(name: str) -> Project:
+    """A project with fresh random keys (not stored yet)."""
+    token = secrets.token_urlsafe
+    return Project(
+        id="prj_" + secrets.token_hex(6),
+        name=name,
+        public_key="pk_" + token(24),
+        secret_key="sk_" + token(24),
+        created_at=time.time_ns() // 1_000_000,
+    )
 
 
 class EventFilter(msgspec.Struct, kw_only=True, frozen=True):

@@ -11,8 +11,6 @@ Functions taking a ``conn`` are asyncio-flavoured units of work for ``pg_bridge.
 
 from __future__ import annotations
 
-import secrets
-import time
 from typing import Any, Final
 
 import msgspec
@@ -20,7 +18,16 @@ import msgspec
 from protocol.record import Event
 from storage import postgres_schema as sql
 from storage.aggregates import MINUTES_PER_DAY, RangePlan, day_string, service_aggregate
-from storage.base import Cursor, DayCount, EventCount, EventFilter, EventPage, Project, ServiceAggregate
+from storage.base import (
+    Cursor,
+    DayCount,
+    EventCount,
+    EventFilter,
+    EventPage,
+    Project,
+    ServiceAggregate,
+    new_project,
+)
 from storage.pg_bridge import Connection
 
 # Case folding of event names for the ``type`` filter, applied to the column; the needle is folded
@@ -199,20 +206,11 @@ async def per_day(conn: Connection, project: str, plan: RangePlan) -> list[DayCo
 
 
 # Projects -------------------------------------------------------------------------------------------
-def _new_project(name: str) -> Project:
-    token = secrets.token_urlsafe
-    return Project(
-        id="prj_" + secrets.token_hex(6),
-        name=name,
-        public_key="pk_" + token(24),
-        secret_key="sk_" + token(24),
-        created_at=time.time_ns() // 1_000_000,
-    )
 
 
 async def insert_project(conn: Connection, name: str) -> Project | None:
     """The new project, or None if the name is taken."""
-    project = _new_project(name)
+    project = new_project(name)
     inserted = await conn.fetchval(sql.INSERT_PROJECT, *msgspec.structs.astuple(project))
     return None if inserted is None else project
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar, cast
 
@@ -44,6 +42,7 @@ from storage.base import (
     ServiceAggregate,
     Snapshot,
     StoreUnavailable,
+    new_project,
 )
 
 DB_FILE: Final = "pulse.db"
@@ -534,19 +533,10 @@ def _plan_group(
     return outcomes, rows, stored, seq
 
 
-def _new_project(name: str) -> Project:
-    token = secrets.token_urlsafe
-    return Project(
-        id="prj_" + secrets.token_hex(6),
-        name=name,
-        public_key="pk_" + token(24),
-        secret_key="sk_" + token(24),
-        created_at=time.time_ns() // 1_000_000,
-    )
 
 
 def _insert_project(conn: sqlite3.Connection, name: str) -> Project:
-    project = _new_project(name)
+    project = new_project(name)
     conn.execute(sql.INSERT_PROJECT, msgspec.structs.astuple(project))
     return project
 
