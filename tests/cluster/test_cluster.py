@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import re
+import signal
 import time
 from typing import Any
 
 import httpx
 import trio
 
+from actors.cluster import key_name
+from storage.membership import owner_of
 from tests.cluster.harness import Cluster, wait_for_component
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.sse_client import SSEClient
@@ -234,3 +239,28 @@ async def assert_stored_once(http: httpx.AsyncClient, node: ServerProcess, clien
     missing = set(client_ids) - set(stored)
     assert not missing, f"{len(missing)} acknowledged events are not stored: {sorted(missing)[:5]}"
     assert len(stored) == len(set(stored)), "an event is stored twice"
+
+
+async def test_a_node_that_stood_still_past_its_ttl_does_not_serve_stale_state(cluster: Cluster) -> None:
+    """A node frozen (GC pause, SIGSTOP, starved VM) longer than the heartbeat TTL is dropped and
+    its sessions move on; when it wakes it must rebuild them instead of answering with what it had."""
+    a, _, c = cluster.nodes
+    ids = [cluster.node_id(i) for i in range(3)]
+    project = next(m.group(1) for line in a.output if (m := re.search(r"project:\s+\S+ \((prj_\w+)\)", line)))
+    session = next(f"stall-{i}" for i in range(1000) if owner_of(key_name(("session", project, f"stall-{i}")), ids) == ids[2])
+    events = journey(session, 6)
+    async with httpx.AsyncClient(timeout=STEP_S) as http:
+        for event in events[:3]:
+            assert (await http.post(f"{a.url}/api/v1/behavioral/events", json=event)).json()["processed"] is True
+        os.kill(c.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            await cluster.wait_formed(live=[0, 1])
+            for event in events[3:5]:  # served by the session's new owner
+                assert (await http.post(f"{a.url}/api/v1/behavioral/events", json=event)).json()["processed"] is True
+        finally:
+            os.kill(c.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        await cluster.wait_formed()
+        counts = [(await http.get(f"{node.url}/api/v1/behavioral/sessions/{session}")).json()["eventCount"] for node in cluster.nodes]
+        assert counts == [5, 5, 5]
+        assert (await http.post(f"{a.url}/api/v1/behavioral/events", json=events[5])).json()["processed"] is True
+        assert (await http.get(f"{c.url}/api/v1/behavioral/sessions/{session}")).json()["eventCount"] == 6
