@@ -172,7 +172,7 @@ def run_client(ident: int, host: str, port: int, path: str, n: int, rate: float,
             pipe.send(("opened", ident, opened, elapsed, sorted(latencies), dict(counts)))
             reported = True
         timeout = 0.0 if (started_n < n and in_flight < concurrency and rate <= 0) else 0.005
-        for key, events in sel.select(timeout):
+        for key, _events in sel.select(timeout):
             st = key.data
             s = st.sock
             try:
