@@ -276,7 +276,9 @@ def main() -> None:
     before = total_rss(pids)
     for p in pipes:
         p.send("go")
-    opened, latencies, counts, ramp = 0, [], {}, 0.0
+    opened, ramp = 0, 0.0
+    latencies: list[float] = []
+    counts: dict[str, int] = {}
     for p in pipes:
         if not p.poll(OPEN_TIMEOUT_S):
             sys.exit("client process did not finish opening in time")
