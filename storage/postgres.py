@@ -32,7 +32,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar, cast
 
 import trio
@@ -54,6 +54,7 @@ from storage.base import (
     StoreUnavailable,
 )
 from storage.pg_bridge import Connection, Database, transaction
+from storage.write_queue import SnapshotRow, Write, WriteQueueFront
 
 DEFAULT_PROJECT: Final = "default"
 DEFAULT_POOL_SIZE: Final = 10  # PIPELINE_DEPTH writer connections, the rest for reads
@@ -72,23 +73,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
-SnapshotRow = tuple[str, str, str, bytes, int]
 Key = tuple[str, str]  # (project, client_id)
 Known = dict[Key, tuple[str, int]]  # (project, client_id) -> (id, seq) of the stored original
-
-
-class _Write:
-    """One append (or snapshot) handed to the writer, and what became of it."""
-
-    __slots__ = ("events", "snapshot", "outcomes", "error", "done", "abandoned")
-
-    def __init__(self, events: Sequence[Event], snapshot: SnapshotRow | None = None) -> None:
-        self.events = events
-        self.snapshot = snapshot
-        self.outcomes: list[AppendOutcome] = []
-        self.error: str | None = None  # set instead of outcomes when the group failed
-        self.done = trio.Event()
-        self.abandoned = False  # the caller gave up before the writer took it: never store it
 
 
 class _Turn:
@@ -111,19 +97,21 @@ async def _after(previous: _Turn | None, *, committed: bool) -> None:
         await (previous.committed if committed else previous.claimed).wait()
 
 
-class PostgresStore:
+class PostgresStore(WriteQueueFront):
     """The Store on a PostgreSQL database shared by any number of nodes.
 
     ``dsn``: a libpq URL (``postgresql://user:password@host:port/dbname``). ``pool_size``: the most
     connections this process opens. Construction does no I/O; ``run()`` connects and migrates.
     """
 
+    APPEND_TIMEOUT_S = APPEND_TIMEOUT_S
+
     def __init__(self, dsn: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         if pool_size <= PIPELINE_DEPTH:
             raise ValueError(f"pool_size must be more than {PIPELINE_DEPTH} (the writers), not {pool_size!r}")
         self._dsn = dsn
         self._pool_size = pool_size
-        self._send, self._receive = trio.open_memory_channel[_Write](WRITE_QUEUE_BATCHES)
+        self._send, self._receive = trio.open_memory_channel[Write](WRITE_QUEUE_BATCHES)
         self._db: Database | None = None
         self._state = _NEW
         self._projects: dict[str, Project] = {}  # public and secret key -> Project (immutable)
@@ -201,43 +189,7 @@ class PostgresStore:
                 self._remember(project)
         return project
 
-    async def default_project(self) -> Project:
-        self._require_running()
-        assert self._default is not None  # set by _start before the store runs
-        return self._default
-
-    def _remember(self, project: Project) -> None:
-        self._projects[project.public_key] = project
-        self._projects[project.secret_key] = project
-
     # the log: writes ----------------------------------------------------------------------------
-    async def append(self, events: list[Event]) -> list[AppendOutcome]:
-        if not events:
-            return []
-        write = _Write(events)
-        await self._submit(write)
-        return write.outcomes
-
-    async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None:
-        # Snapshots ride the same group commit as appends: no transaction of their own.
-        await self._submit(_Write((), (project, kind, key, snapshot.state, snapshot.upto_seq)))
-
-    async def _submit(self, write: _Write) -> None:
-        self._require_running()
-        with trio.move_on_after(APPEND_TIMEOUT_S):
-            try:
-                await self._send.send(write)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise StoreUnavailable("store is closed") from None
-            await write.done.wait()
-        if not write.done.is_set():
-            # Still queued: the writer will skip it. Already in a group: it may commit later;
-            # clients retry with their client ids, which dedup.
-            write.abandoned = True
-            raise StoreUnavailable(f"write not committed within {APPEND_TIMEOUT_S!r} s")
-        if write.error is not None:
-            raise StoreUnavailable(write.error)
-
     async def _write_loop(self) -> None:
         # PIPELINE_DEPTH groups in flight, each on its own connection: one group's COPY overlaps
         # the next one's preparation and COPY, while _Turn keeps seqs and commits in group order.
@@ -256,7 +208,7 @@ class PostgresStore:
                 in_flight.start_soon(self._commit, group, previous, turn, slots)
                 previous = turn
 
-    def _drain(self, first: _Write | None = None) -> list[_Write]:
+    def _drain(self, first: Write | None = None) -> list[Write]:
         """``first`` plus the writes already waiting, up to MAX_GROUP_EVENTS; never waits."""
         group = [] if first is None or first.abandoned else [first]
         size = sum(len(w.events) for w in group)
@@ -271,7 +223,7 @@ class PostgresStore:
         return group
 
     async def _commit(
-        self, group: list[_Write], previous: _Turn | None, turn: _Turn, slots: trio.Semaphore | None = None
+        self, group: list[Write], previous: _Turn | None, turn: _Turn, slots: trio.Semaphore | None = None
     ) -> None:
         assert self._db is not None
         write_group = functools.partial(self._write_group, group=group, previous=previous, turn=turn)
@@ -298,7 +250,7 @@ class PostgresStore:
             write.done.set()
 
     async def _write_group(
-        self, conn: Connection, group: list[_Write], previous: _Turn | None, turn: _Turn
+        self, conn: Connection, group: list[Write], previous: _Turn | None, turn: _Turn
     ) -> list[list[AppendOutcome]]:
         """One unit of work (asyncio side): store the whole group in one transaction.
 
@@ -448,7 +400,7 @@ class PostgresStore:
         return await self._db.run(work, time_limit_s=time_limit_s, transaction=snapshot, read_only=snapshot)
 
 
-def _fail(group: list[_Write], reason: str) -> None:
+def _fail(group: list[Write], reason: str) -> None:
     for write in group:
         write.error = reason
         write.done.set()
@@ -532,7 +484,7 @@ async def _upsert_aggregates(conn: Connection, stored: list[Event]) -> None:
         await conn.execute(statement, *zip(*rows, strict=True))
 
 
-def _latest_snapshots(group: list[_Write]) -> list[SnapshotRow]:
+def _latest_snapshots(group: list[Write]) -> list[SnapshotRow]:
     """The group's snapshots, one per key (the most recent), in key order."""
     latest: dict[tuple[str, str, str], SnapshotRow] = {}
     for write in group:
@@ -546,7 +498,7 @@ def _latest_snapshots(group: list[_Write]) -> list[SnapshotRow]:
 
 
 def _outcomes(
-    group: list[_Write],
+    group: list[Write],
     events: list[Event],
     seq_of: list[int],
     firsts: dict[Key, int],

@@ -21,7 +21,7 @@ import logging
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final, TypeVar, cast
 
 import msgspec
@@ -44,6 +44,7 @@ from storage.base import (
     StoreUnavailable,
     new_project,
 )
+from storage.write_queue import Write, WriteQueueFront
 
 DB_FILE: Final = "pulse.db"
 DEFAULT_PROJECT: Final = "default"
@@ -65,21 +66,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
-SnapshotRow = tuple[str, str, str, bytes, int]
 Known = dict[tuple[str, str], tuple[str, int]]  # (project, client_id) -> (id, seq)
-
-
-class _Write:
-    """One append (or snapshot) handed to the writer, and what became of it."""
-
-    __slots__ = ("events", "snapshot", "outcomes", "error", "done")
-
-    def __init__(self, events: Sequence[Event], snapshot: SnapshotRow | None = None) -> None:
-        self.events = events
-        self.snapshot = snapshot
-        self.outcomes: list[AppendOutcome] = []
-        self.error: str | None = None  # set instead of outcomes when the group failed
-        self.done = trio.Event()
 
 
 class _ReadPool:
@@ -136,19 +123,21 @@ def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore:
+class SqliteStore(WriteQueueFront):
     """The Store on an embedded SQLite database in ``data_dir``.
 
     ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,
     so a returned append survives power loss; NORMAL survives a process crash but not power loss.
     """
 
+    APPEND_TIMEOUT_S = APPEND_TIMEOUT_S
+
     def __init__(self, data_dir: pathlib.Path, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)!r}, not {synchronous!r}")
         self._path = pathlib.Path(data_dir) / DB_FILE
         self._synchronous = synchronous.upper()
-        self._send, self._receive = trio.open_memory_channel[_Write](WRITE_QUEUE_BATCHES)
+        self._send, self._receive = trio.open_memory_channel[Write](WRITE_QUEUE_BATCHES)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
         self._readers = _ReadPool(self._path)
@@ -254,41 +243,7 @@ class SqliteStore:
                 self._remember(project)
         return project
 
-    async def default_project(self) -> Project:
-        self._require_running()
-        assert self._default is not None  # set by _open before the store runs
-        return self._default
-
-    def _remember(self, project: Project) -> None:
-        self._projects[project.public_key] = project
-        self._projects[project.secret_key] = project
-
     # the log: writes ----------------------------------------------------------------------------
-    async def append(self, events: list[Event]) -> list[AppendOutcome]:
-        if not events:
-            return []
-        write = _Write(events)
-        await self._submit(write)
-        return write.outcomes
-
-    async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None:
-        # Snapshots ride the same group commit as appends: no transaction of their own.
-        await self._submit(_Write((), (project, kind, key, snapshot.state, snapshot.upto_seq)))
-
-    async def _submit(self, write: _Write) -> None:
-        self._require_running()
-        with trio.move_on_after(APPEND_TIMEOUT_S):
-            try:
-                await self._send.send(write)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                raise StoreUnavailable("store is closed") from None
-            await write.done.wait()
-        if not write.done.is_set():
-            # It may still commit later; clients retry with their client ids, which dedup.
-            raise StoreUnavailable(f"write not committed within {APPEND_TIMEOUT_S!r} s")
-        if write.error is not None:
-            raise StoreUnavailable(write.error)
-
     async def _write_loop(self) -> None:
         while True:
             first = await self._receive.receive()
@@ -298,7 +253,7 @@ class SqliteStore:
             with trio.CancelScope(shield=True):
                 await self._commit(group)
 
-    def _drain(self, first: _Write | None = None) -> list[_Write]:
+    def _drain(self, first: Write | None = None) -> list[Write]:
         """``first`` plus every write already waiting; never waits for more."""
         group = [] if first is None else [first]
         while True:
@@ -307,7 +262,7 @@ class SqliteStore:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
                 return group
 
-    async def _commit(self, group: list[_Write]) -> None:
+    async def _commit(self, group: list[Write]) -> None:
         try:
             outcomes = await trio.to_thread.run_sync(self._write_group, group, limiter=self._write_limiter)
         except Exception as exc:  # the writer survives; this group's callers get StoreUnavailable
@@ -324,7 +279,7 @@ class SqliteStore:
     def _fail_queued(self, reason: str) -> None:
         _fail(self._drain(), reason)
 
-    def _write_group(self, group: list[_Write]) -> list[list[AppendOutcome]]:
+    def _write_group(self, group: list[Write]) -> list[list[AppendOutcome]]:
         """One transaction for the whole group (runs on the writer thread)."""
         conn = self._writer
         if conn is None:
@@ -348,7 +303,7 @@ class SqliteStore:
         return outcomes
 
     def _project_nums_of(
-        self, conn: sqlite3.Connection, group: list[_Write]
+        self, conn: sqlite3.Connection, group: list[Write]
     ) -> tuple[dict[str, int], dict[str, int]]:
         """The project_num of every project in the group, and those numbered by this transaction
         (cached only once it commits)."""
@@ -460,7 +415,7 @@ class SqliteStore:
             raise StoreUnavailable(f"read failed: {exc!r}") from None
 
 
-def _fail(group: list[_Write], reason: str) -> None:
+def _fail(group: list[Write], reason: str) -> None:
     for write in group:
         write.error = reason
         write.done.set()
@@ -489,7 +444,7 @@ def _insert_project_num(conn: sqlite3.Connection, project: str) -> int:
     return num
 
 
-def _known_client_ids(conn: sqlite3.Connection, group: list[_Write], nums: dict[str, int]) -> Known:
+def _known_client_ids(conn: sqlite3.Connection, group: list[Write], nums: dict[str, int]) -> Known:
     """The stored (id, seq) of every client id the group mentions, one query per project."""
     wanted: dict[str, list[str]] = {}
     for write in group:
@@ -505,7 +460,7 @@ def _known_client_ids(conn: sqlite3.Connection, group: list[_Write], nums: dict[
 
 
 def _plan_group(
-    group: list[_Write], nums: dict[str, int], known: Known, seq: int
+    group: list[Write], nums: dict[str, int], known: Known, seq: int
 ) -> tuple[list[list[AppendOutcome]], list[tuple[object, ...]], list[Event], int]:
     """Assign seqs in order and drop duplicates (stored before, or earlier in this group).
 
