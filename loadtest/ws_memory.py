@@ -5,11 +5,15 @@ handshake (permessage-deflate offered), measure the server's RSS before and afte
     .venv/bin/python -m loadtest.ws_memory --url ws://127.0.0.1:8000/api/v1/behavioral/stream --pid PID -n 5000
 
 The client is lean on purpose, so it measures the server and not itself: plain non-blocking
-sockets on epoll, one small state object per socket, a hand-written handshake and frame codec
-(about 8,000 connects/s per client process on the reference machine). Options:
+sockets on epoll, one small state object per socket, a hand-written handshake and frame codec.
+It reports the server's and its own CPU while opening, so a run shows which side was the limit.
+Options:
 
 - ``--procs P`` client processes (each holds at most 20,000 open files, DESIGN.md Facts);
-- ``--sources K`` loopback source addresses 127.0.0.1..K (~28,000 ephemeral ports each);
+- ``--sources K`` loopback source addresses 127.0.0.1..K (~28,000 ephemeral ports each). The
+  default gives each address at most SOCKETS_PER_SOURCE sockets: runs back to back leave their
+  sockets in TIME_WAIT for 60 s, and once an address's ports fill up, connecting from it slows
+  down (a 15,000-socket ramp after a few earlier runs: p99 ~500 ms from one address, 30 ms from two);
 - ``--rate R`` open-loop connects per second across all processes (default: as fast as
   ``--concurrency`` handshakes in flight per process allow), reports handshake latency;
 - ``--pid`` one or more server processes (``--children`` adds their child processes, for
@@ -48,6 +52,7 @@ BROWSER_HEADERS: Final = [
 ]
 IP_BIND_ADDRESS_NO_PORT: Final = 24  # linux/in.h: pick the source port at connect(), per destination
 OPEN_TIMEOUT_S: Final = 120.0
+SOCKETS_PER_SOURCE: Final = 5_000
 
 # socket states
 CONNECTING, HANDSHAKE, SUBSCRIBING, OPEN = range(4)
@@ -69,6 +74,15 @@ def children_of(pid: int) -> list[int]:
 
 def total_rss(pids: list[int]) -> int:
     return sum(rss_kib(pid) for pid in pids)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used."""
+    ticks = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -133,6 +147,7 @@ def run_client(ident: int, host: str, port: int, path: str, n: int, rate: float,
     pipe.send(("ready", ident))
     pipe.recv()  # go
     t0 = time.perf_counter()
+    cpu0 = sum(os.times()[:2])
     reported = False
     stop = False
 
@@ -169,6 +184,7 @@ def run_client(ident: int, host: str, port: int, path: str, n: int, rate: float,
             in_flight += 1
         if not reported and opened + counts["refused"] + counts["errors"] + counts["closed"] >= n:
             elapsed = time.perf_counter() - t0
+            counts["cpu_ms"] = int(1000 * (sum(os.times()[:2]) - cpu0))
             pipe.send(("opened", ident, opened, elapsed, sorted(latencies), dict(counts)))
             reported = True
         timeout = 0.0 if (started_n < n and in_flight < concurrency and rate <= 0) else 0.005
@@ -245,7 +261,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight per client process")
     parser.add_argument("--rate", type=float, default=0.0, help="connects/s over all processes (0: as fast as possible)")
     parser.add_argument("--procs", type=int, default=1, help="client processes")
-    parser.add_argument("--sources", type=int, default=1, help="loopback source addresses 127.0.0.1..K")
+    parser.add_argument("--sources", type=int, default=0,
+                        help=f"loopback source addresses 127.0.0.1..K (default: one per {SOCKETS_PER_SOURCE:,} sockets)")
     args = parser.parse_args()
     parts = urlsplit(args.url)
     host = parts.hostname or ""
@@ -253,6 +270,8 @@ def main() -> None:
         sys.exit(f"refusing non-loopback target {host!r}")
     if args.n / args.procs > 19_000:
         sys.exit(f"{args.n} sockets need --procs {args.n // 19_000 + 1} or more (20,000 open files per process)")
+    if args.sources <= 0:
+        args.sources = max(1, -(-args.n // SOCKETS_PER_SOURCE))
     if args.n / args.sources > 27_000:
         sys.exit(f"{args.n} sockets need --sources {args.n // 27_000 + 1} or more (ephemeral ports per address)")
     pids = list(args.pid)
@@ -274,6 +293,7 @@ def main() -> None:
     for p in pipes:
         p.recv()  # ready
     before = total_rss(pids)
+    cpu_before = cpu_seconds(pids)
     for p in pipes:
         p.send("go")
     opened, ramp = 0, 0.0
@@ -288,12 +308,18 @@ def main() -> None:
         ramp = max(ramp, elapsed)
         for k, v in cnt.items():
             counts[k] = counts.get(k, 0) + v
+    cpu = cpu_seconds(pids) - cpu_before
     latencies.sort()
     time.sleep(2)  # let the server settle
     after = total_rss(pids)
     print(f"sockets: {opened}/{args.n} opened in {ramp:.2f}s ({opened / ramp:.0f}/s)  "
           f"handshake+ack p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
           f"max {percentile(latencies, 1.0) * 1000:.0f} ms")
+    if opened:
+        client_cpu = counts.get("cpu_ms", 0) / 1000
+        print(f"server CPU while opening: {cpu:.2f} s ({100 * cpu / ramp:.0f}% of a core), "
+              f"{1e6 * cpu / opened:.0f} us per socket; client processes {client_cpu:.2f} s "
+              f"({100 * client_cpu / ramp:.0f}% of a core)")
     print(f"refused {counts.get('refused', 0)}, errors {counts.get('errors', 0)}, closed {counts.get('closed', 0)}, "
           f"deflate negotiated on {counts.get('deflate', 0)}")
     if opened:

@@ -1,10 +1,13 @@
 """WebSocket endpoints: /api/events/ws (seed 004) and /api/v1/behavioral/stream (seed 000).
 
-One connection = one nursery with a reader (client messages) and a writer (the subscriber's bounded
-queue -> the socket). Acks and stream messages share that queue, so the writer is the only sender.
+One connection = one task, which reads client messages and writes the subscriber's bounded queue
+to the socket: the transport's inbox (server/hypercorn_tuning.py) wakes it when the queue has
+frames. Acks and stream messages share that queue, so the task is the only sender. A socket that
+sends events gets a nursery for its concurrent ingests when it sends the first one. An idle socket
+costs ~12 KiB in all (loadtest/ws_memory.py), most of it hypercorn's and trio's.
 JSON text frames by default; MessagePack binary frames when the client asks for ``pulse.msgpack``.
 Close codes: 1001 server going away (reconnect), 1008 auth, 1013 too many connections, 3008 slow.
-Keepalive pings and the pong deadline are enforced by the transport (server/hypercorn_tuning.py).
+Keepalive pings and the pong deadline are enforced by the transport, in this connection's task.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from protocol.stream import (
 )
 from server.auth import Access, AuthError, authenticate, key_from
 from server.context import Pulse
-from server.http import Receive, Scope, Send
+from server.http import Message, Receive, Scope, Send
+from server.hypercorn_tuning import WebSocketInbox
 from server.ingest_routes import now_ms
 from server.socket_ingest import ingest_batch, ingest_one
 from storage.base import StoreError
@@ -85,31 +89,45 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 class Socket:
     """State of one accepted WebSocket connection."""
 
-    def __init__(self, pulse: Pulse, access: Access, sub: Subscriber, send: Send, behavioral: bool) -> None:
+    __slots__ = ("pulse", "access", "sub", "send", "inbox", "behavioral", "in_flight", "pending", "_connection_id")
+
+    def __init__(self, pulse: Pulse, access: Access, sub: Subscriber, send: Send, inbox: WebSocketInbox,
+                 behavioral: bool) -> None:
         self.pulse = pulse
         self.access = access
         self.sub = sub
         self.send = send
+        self.inbox = inbox
         self.behavioral = behavioral
-        self._limiter: trio.Semaphore | None = None  # made on the first ingest: most sockets only listen
-        self.connection_id = "conn_" + os.urandom(8).hex()
+        self.in_flight = 0  # ingests awaiting their ack
+        self.pending: _Decoded | None = None  # an ingest read before the socket had a nursery for it
+        self._connection_id: str | None = None
 
     @property
-    def limiter(self) -> trio.Semaphore:
-        if self._limiter is None:
-            self._limiter = trio.Semaphore(IN_FLIGHT_PER_SOCKET)
-        return self._limiter
+    def connection_id(self) -> str:
+        if self._connection_id is None:  # made when first told to the client: most sockets never are
+            self._connection_id = "conn_" + os.urandom(8).hex()
+        return self._connection_id
 
     def reply(self, body: Any) -> None:
         self.sub.offer(encode_for(self.sub, body))  # acks and errors share the queue (one writer)
 
-    async def writer(self) -> int:
-        """Send queued frames until the queue closes; returns the close code."""
-        async for frame in self.sub.frames:
+    async def flush(self) -> bool:
+        """Send every queued frame; False once the queue has ended (evicted, or shutting down)."""
+        frames = self.sub.frames
+        while True:
+            try:
+                frame = frames.receive_nowait()
+            except trio.WouldBlock:
+                return True
+            except trio.EndOfChannel:
+                return False
             if frame.binary:
                 await self.send({"type": "websocket.send", "bytes": frame.data})
             else:
                 await self.send({"type": "websocket.send", "text": frame.data.decode()})
+
+    def end_code(self) -> int:
         return CLOSE_SLOW if self.sub.evicted else CLOSE_NORMAL
 
 
@@ -117,6 +135,9 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    inbox = scope.get("extensions", {}).get("pulse.inbox")
+    if inbox is None:
+        raise RuntimeError("WebSocket endpoints need the transport of server/hypercorn_tuning (install() it)")
     query = _query(scope)
     try:
         access = await authenticate(pulse.store, key_from(_headers(scope), query), open_access=pulse.settings.open_access)
@@ -138,22 +159,31 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     chosen = SUBPROTOCOL_MSGPACK if msgpack else (SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None)
     kinds = [] if behavioral else [KIND_EVENT]
     sub = Subscriber(access.project.id, kinds, msgpack=msgpack)
-    socket = Socket(pulse, access, sub, send, behavioral)
+    sub.wakeup = inbox.wake  # a queued frame wakes this connection's one task
+    socket = Socket(pulse, access, sub, send, inbox, behavioral)
     await send({"type": "websocket.accept", "subprotocol": chosen})
-    # The handshake's headers are no longer needed (access logging is off), but the scope would
-    # hold them for the socket's lifetime: ~1.7 KiB per idle socket.
-    scope["headers"] = ()
+    # Nothing in the scope is needed after the handshake (access logging is off; hypercorn reads
+    # it only before accepting), but it would hold the handshake's headers, path, query string and
+    # more for the socket's lifetime: ~1.5 KiB per idle socket.
+    scope.clear()
     pulse.metrics.open_websockets += 1
     pulse.hub.subscribe(sub)
     code = CLOSE_NORMAL
     scoped = Connection(sessionId=query.get("sessionId"), userId=query.get("userId"))
-    del query  # not kept in this long-lived frame
+    del query, offered, message  # not kept in this long-lived frame
     try:
         if behavioral and (scoped.sessionId or scoped.userId):
             _connect(socket, scoped)
         elif not behavioral:
             socket.reply({"type": "connected", "connectionId": socket.connection_id, "protocol": "msgpack" if msgpack else "json"})
-        code = await _run(socket, receive)
+        del scoped
+        code = await _serve(socket, receive, None)
+        if code == _NEEDS_NURSERY:
+            code = await _serve_ingesting(socket, receive)
+        if pulse.draining and not sub.evicted:
+            code = CLOSE_GOING_AWAY
+        elif code == _CLIENT_LEFT:
+            code = CLOSE_NORMAL
     finally:
         pulse.hub.unsubscribe(sub)
         pulse.metrics.open_websockets -= 1
@@ -167,62 +197,95 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
                 pass
 
 
-async def _run(socket: Socket, receive: Receive) -> int:
-    """Read in this task, write in one child task; whichever ends first ends the connection.
+_Decoded = tuple[Any, bytes, bool]  # a client message: (decoded, raw bytes, binary)
+_CLIENT_LEFT: Final = -1
+_NEEDS_NURSERY: Final = -2
+_INGESTS: Final = (SendEvent, SendBatch, Track, TrackBatch)
 
-    Two tasks per socket and no more: at 100k sockets every task and frame is memory. Shutdown
-    needs no watcher per socket: the hub closes every queue, the writer ends, and we close 1001.
-    """
-    code = CLOSE_NORMAL
+
+async def _serve_ingesting(socket: Socket, receive: Receive) -> int:
+    """``_serve`` with a nursery for the socket's concurrent ingests, once it sent its first event."""
     async with trio.open_nursery() as nursery:
-
-        async def write() -> None:
-            nonlocal code
-            code = await socket.writer()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(write)
-        await _reader(socket, receive, nursery)
-        # The client left (or we shut down): events it sent are still being stored and processed;
-        # let them finish (bounded) so a page-unload "send then close" loses nothing it sent.
-        if socket._limiter is not None:
+        code = await _serve(socket, receive, nursery)
+        if code == _CLIENT_LEFT:
+            # The client left (or we shut down): events it sent are still being stored and
+            # processed; let them finish (bounded) so a page-unload "send then close" loses
+            # nothing it sent.
             with trio.move_on_after(IN_FLIGHT_GRACE_S):
-                for _ in range(IN_FLIGHT_PER_SOCKET):
-                    await socket._limiter.acquire()
+                while socket.in_flight:
+                    await socket.inbox.wait_woken()
         nursery.cancel_scope.cancel()
-    if socket.pulse.draining and not socket.sub.evicted:
-        return CLOSE_GOING_AWAY
     return code
 
 
-async def _reader(socket: Socket, receive: Receive, nursery: trio.Nursery) -> None:
+async def _serve(socket: Socket, receive: Receive, nursery: trio.Nursery | None) -> int:
+    """Serve the connection in this one task: read client messages, write queued frames.
+
+    At 100k sockets every task is memory, so a connection has no writer task: the transport's
+    inbox wakes this task (``receive`` returns ``pulse.wakeup``) when the subscriber's queue has
+    frames or ends, and the task sends them. Sockets that send events get a nursery for their
+    concurrent ingests when they first send one (we return _NEEDS_NURSERY, with the message kept in
+    ``socket.pending``); listeners never pay for it. Shutdown needs no watcher: the hub closes
+    every queue, this task wakes, and the connection closes with 1001. Returns a close code, or
+    _CLIENT_LEFT.
+    """
     while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        data = message.get("bytes")
-        raw = data if data is not None else (message.get("text") or "").encode()
-        if len(raw) > MAX_CLIENT_MESSAGE:
-            socket.reply(ErrorMessage(code="too_large", reason=f"message exceeds {MAX_CLIENT_MESSAGE} bytes"))
+        if not await socket.flush():
+            return socket.end_code()
+        decoded = socket.pending
+        if decoded is None:
+            message = await receive()
+            kind = message["type"]
+            if kind == "pulse.wakeup":
+                continue
+            if kind == "websocket.disconnect":
+                return _CLIENT_LEFT
+            decoded = _decode(socket, message)
+            if decoded is None:
+                continue
+        msg = decoded[0]
+        if not isinstance(msg, _INGESTS):
+            _control(socket, msg)
             continue
-        binary = data is not None
-        try:
-            if socket.behavioral:
-                decoded = (_behavioral_msgpack if binary else _behavioral_json).decode(raw)
-            else:
-                decoded = (_tracking_msgpack if binary else _tracking_json).decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            err = from_msgspec(exc)
-            socket.reply(ErrorMessage(code=err.code, field=err.field, reason=err.reason))
-            continue
-        except RecursionError:
-            socket.reply(ErrorMessage(code="malformed_json", reason="message is nested too deeply"))
-            continue
-        await _dispatch(socket, decoded, raw, binary, nursery)
+        if nursery is None:
+            socket.pending = decoded
+            return _NEEDS_NURSERY
+        socket.pending = None
+        # Ingest concurrently (acks carry requestId), but at most IN_FLIGHT_PER_SOCKET at once:
+        # a client that floods us is not read meanwhile, and TCP pushes back on it. Frames and
+        # acks keep flowing while we wait.
+        while socket.in_flight >= IN_FLIGHT_PER_SOCKET:
+            if not await socket.flush():
+                return socket.end_code()
+            await socket.inbox.wait_woken()
+        socket.in_flight += 1
+        nursery.start_soon(_ingest, socket, msg, decoded[1], decoded[2], socket.access.project.id)
 
 
-async def _dispatch(socket: Socket, msg: Any, raw: bytes, binary: bool, nursery: trio.Nursery) -> None:
-    project = socket.access.project.id
+def _decode(socket: Socket, message: Message) -> _Decoded | None:
+    """The client message, or None after replying with the error."""
+    data = message.get("bytes")
+    raw = data if data is not None else (message.get("text") or "").encode()
+    if len(raw) > MAX_CLIENT_MESSAGE:
+        socket.reply(ErrorMessage(code="too_large", reason=f"message exceeds {MAX_CLIENT_MESSAGE} bytes"))
+        return None
+    binary = data is not None
+    try:
+        if socket.behavioral:
+            decoded = (_behavioral_msgpack if binary else _behavioral_json).decode(raw)
+        else:
+            decoded = (_tracking_msgpack if binary else _tracking_json).decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        err = from_msgspec(exc)
+        socket.reply(ErrorMessage(code=err.code, field=err.field, reason=err.reason))
+        return None
+    except RecursionError:
+        socket.reply(ErrorMessage(code="malformed_json", reason="message is nested too deeply"))
+        return None
+    return decoded, raw, binary
+
+
+def _control(socket: Socket, msg: Any) -> None:
     if isinstance(msg, Ping):
         socket.reply(Pong(requestId=msg.requestId, timestamp=now_ms()))
     elif isinstance(msg, Connection):
@@ -233,13 +296,11 @@ async def _dispatch(socket: Socket, msg: Any, raw: bytes, binary: bool, nursery:
         socket.sub.service_name, socket.sub.event_name, socket.sub.filter_user_id = msg.serviceName, msg.eventName, msg.userId
         socket.reply({"type": "filter_applied", "filter": msg})
     else:
-        # Ingest concurrently (acks carry requestId), but at most IN_FLIGHT_PER_SOCKET at once:
-        # a client that floods us waits here, and TCP pushes back on it.
-        await socket.limiter.acquire()
-        nursery.start_soon(_ingest, socket, msg, raw, binary, project)
+        socket.reply(ErrorMessage(reason=f"unsupported message {type(msg).__name__!r}"))
 
 
 async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: str) -> None:
+    answer: Any = None
     try:
         if isinstance(msg, SendEvent):
             answer = await ingest_one(socket.pulse, project, bytes(msg.event), behavioral=True, name=None,
@@ -250,19 +311,19 @@ async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: s
         elif isinstance(msg, Track):
             answer = await ingest_one(socket.pulse, project, bytes(msg.payload), behavioral=False, name=msg.eventName,
                                       user_id=None, request_id=msg.requestId, msgpack=binary)
-        elif isinstance(msg, TrackBatch):
+        else:
             answer = await ingest_batch(socket.pulse, project, msg.events, behavioral=False, user_id=None,
                                         request_id=msg.requestId, msgpack=binary, batch_body=raw)
-        else:
-            answer = ErrorMessage(reason=f"unsupported message {type(msg).__name__!r}")
     except Exception:
         # a bug of ours must cost this one message, not the connection and its other messages
         log.exception("ingest over websocket failed")
         answer = ErrorMessage(requestId=getattr(msg, "requestId", None), code="internal_error",
                               reason="internal server error")
     finally:
-        socket.limiter.release()
-    socket.reply(answer)
+        socket.in_flight -= 1
+        if answer is not None:
+            socket.reply(answer)
+        socket.inbox.wake()  # the connection may be waiting for a free slot (or for the last ingest)
 
 
 def _connect(socket: Socket, msg: Connection) -> None:
