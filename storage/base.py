@@ -59,6 +59,20 @@ class EventFilter(msgspec.Struct, kw_only=True, frozen=True):
     session_id: str | None = None
     correlation_id: str | None = None
 
+    def column_terms(self) -> list[tuple[str, str, object]]:
+        """(column, operator, value) for every given filter that maps to one indexed column
+        (``name_contains`` is each backend's own: its matching differs)."""
+        terms = (
+            ("timestamp", ">=", self.since_ms),
+            ("timestamp", "<=", self.until_ms),
+            ("name", "=", self.event_name),
+            ("service_name", "=", self.service_name),
+            ("user_id", "=", self.user_id),
+            ("session_id", "=", self.session_id),
+            ("correlation_id", "=", self.correlation_id),
+        )
+        return [(column, op, value) for column, op, value in terms if value is not None]
+
 
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
     """Keyset position: the (timestamp, seq) of the last event of the previous page."""

@@ -70,19 +70,10 @@ def _where(flt: EventFilter, fold: str) -> tuple[str, list[object]]:
     clauses = ["project = $1"]
     params: list[object] = [flt.project]
     placeholder: dict[str, str] = {}
-    for column, op, value in (
-        ("timestamp", ">=", flt.since_ms),
-        ("timestamp", "<=", flt.until_ms),
-        ("name", "=", flt.event_name),
-        ("service_name", "=", flt.service_name),
-        ("user_id", "=", flt.user_id),
-        ("session_id", "=", flt.session_id),
-        ("correlation_id", "=", flt.correlation_id),
-    ):
-        if value is not None:
-            params.append(value)
-            placeholder[column] = f"${len(params)}"
-            clauses.append(f"{column} {op} {placeholder[column]}")
+    for column, op, value in flt.column_terms():
+        params.append(value)
+        placeholder[column] = f"${len(params)}"
+        clauses.append(f"{column} {op} {placeholder[column]}")
     # The same name and service once more as labels: what lets the planner use events_labels.
     labels = []
     if "name" in placeholder:

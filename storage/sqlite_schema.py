@@ -234,18 +234,9 @@ def _where(num: int, flt: EventFilter) -> tuple[str, list[object]]:
     """The WHERE clause of a filter; the same filter shape always yields the same SQL text."""
     clauses = ["project_num = ?"]
     params: list[object] = [num]
-    for column, op, value in (
-        ("timestamp", ">=", flt.since_ms),
-        ("timestamp", "<=", flt.until_ms),
-        ("name", "=", flt.event_name),
-        ("service_name", "=", flt.service_name),
-        ("user_id", "=", flt.user_id),
-        ("session_id", "=", flt.session_id),
-        ("correlation_id", "=", flt.correlation_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} {op} ?")
-            params.append(value)
+    for column, op, value in flt.column_terms():
+        clauses.append(f"{column} {op} ?")
+        params.append(value)
     if flt.name_contains is not None:
         # instr() rather than LIKE: no wildcard characters to escape in the user's text.
         fold = "lower" if flt.name_contains.isascii() else "unicode_lower"
