@@ -21,7 +21,7 @@ import msgspec
 import trio
 
 from protocol.record import Event
-from storage.base import Snapshot
+from storage.base import History, Snapshot
 
 log = logging.getLogger("pulse.actors")
 
@@ -39,10 +39,11 @@ ActorKey = tuple[str, str, str]  # (kind, project, id)
 
 
 class ActorStore(Protocol):
-    """The four store methods actors use: snapshots and per-key replay (see storage.base.Store)."""
+    """The store methods actors use: snapshots and per-key replay (see storage.base.Store)."""
 
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None: ...
     async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None: ...
+    async def load_history(self, project: str, kind: str, key: str) -> History: ...
     async def session_events(self, project: str, session_id: str, after_seq: int) -> list[Event]: ...
     async def user_events(self, project: str, user_id: str, after_seq: int) -> list[Event]: ...
 
@@ -623,7 +624,8 @@ class ProjectionActor(Generic[StateT, ViewT]):
         raise NotImplementedError
 
     async def load_events(self, after_seq: int) -> list[Event]:
-        """The stored events of this key with seq > after_seq (oldest first)."""
+        """The stored events of this key with seq > after_seq (oldest first). Activation reads
+        them with the snapshot (store.load_history); this is for rebuilding past a bad snapshot."""
         raise NotImplementedError
 
     def apply(self, events: list[Event]) -> None:
@@ -641,7 +643,8 @@ class ProjectionActor(Generic[StateT, ViewT]):
     # the Actor protocol ---------------------------------------------------------------------------
     async def activate(self) -> None:
         upto = 0
-        snap = await self.store.load_snapshot(self.project, self.kind, self.ident)
+        history = await self.store.load_history(self.project, self.kind, self.ident)
+        snap = history.snapshot
         seen: list[int] = []
         if snap is not None:
             try:
@@ -651,10 +654,11 @@ class ProjectionActor(Generic[StateT, ViewT]):
             except msgspec.DecodeError as exc:  # an old or corrupt snapshot: rebuild from the log
                 log.warning("actor %r ignores its unreadable snapshot: %r", self.key, exc)
                 self.state = self.initial_state()
+                history = History(None, await self.load_events(0))
         self._floor = upto
         self._seen = set(seen)
         self._seen_heap = sorted(self._seen)
-        events = [e for e in await self.load_events(upto) if e.seq not in self._seen]
+        events = [e for e in history.events if e.seq not in self._seen]
         if events:
             events.sort(key=event_order)
             self.apply(events)

@@ -114,6 +114,19 @@ class Snapshot(msgspec.Struct, frozen=True):
     upto_seq: int  # the snapshot includes every event of its key with seq <= upto_seq
 
 
+# (project, kind, key): the actor whose history is read. Kinds with a history in the log:
+HISTORY_KINDS: Final = {"session": "session_id", "user": "user_id"}  # kind -> the events' column
+HistoryKey = tuple[str, str, str]
+
+
+class History(msgspec.Struct, frozen=True):
+    """What an actor activates from: its snapshot, and its events after the snapshot's upto_seq
+    (all its events when there is none), oldest first."""
+
+    snapshot: Snapshot | None
+    events: list[Event]
+
+
 class Store(Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
@@ -172,3 +185,6 @@ class Store(Protocol):
     # actor snapshots -----------------------------------------------------------------------------
     async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None: ...
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None: ...
+    async def load_history(self, project: str, kind: str, key: str) -> History:
+        """The snapshot and the later events of a ``kind`` in HISTORY_KINDS (actor activation).
+        Concurrent calls are read together in batches."""

@@ -48,11 +48,14 @@ from storage.base import (
     EventCount,
     EventFilter,
     EventPage,
+    History,
+    HistoryKey,
     Project,
     ServiceAggregate,
     Snapshot,
     StoreUnavailable,
 )
+from storage.history_reads import HistoryReads
 from storage.pg_bridge import Connection, Database, transaction
 from storage.write_queue import SnapshotRow, Write, WriteQueueFront
 
@@ -119,6 +122,7 @@ class PostgresStore(WriteQueueFront):
         self._fold = q.FOLD_DATABASE  # set by _start: how names are lowercased for ``type``
         # Months whose partition exists, or whose rows stay in the default partition for good.
         self._months_ready: set[int] = set()
+        self._histories = HistoryReads(self._read_histories)
 
     # lifecycle ----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = trio.TASK_STATUS_IGNORED) -> None:
@@ -137,7 +141,9 @@ class PostgresStore(WriteQueueFront):
             self._remember(self._default)
             self._state = _RUNNING
             status.started()
-            await self._write_loop()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._histories.run)
+                await self._write_loop()
         finally:
             await self._shutdown()
 
@@ -385,6 +391,12 @@ class PostgresStore(WriteQueueFront):
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:
         row = await self._read(lambda conn: conn.fetchrow(sql.SELECT_SNAPSHOT, project, kind, key))
         return None if row is None else Snapshot(state=bytes(row[0]), upto_seq=row[1])
+
+    async def load_history(self, project: str, kind: str, key: str) -> History:
+        return await self._histories.load((project, kind, key))
+
+    async def _read_histories(self, keys: list[HistoryKey]) -> dict[HistoryKey, History]:
+        return await self._read(functools.partial(q.read_histories, keys=keys))
 
     # plumbing -----------------------------------------------------------------------------------
     def _require_running(self) -> None:

@@ -19,13 +19,17 @@ from protocol.record import Event
 from storage import postgres_schema as sql
 from storage.aggregates import MINUTES_PER_DAY, RangePlan, day_string, service_aggregate
 from storage.base import (
+    HISTORY_KINDS,
     Cursor,
     DayCount,
     EventCount,
     EventFilter,
     EventPage,
+    History,
+    HistoryKey,
     Project,
     ServiceAggregate,
+    Snapshot,
     new_project,
 )
 from storage.pg_bridge import Connection
@@ -53,6 +57,42 @@ SELECT_USER_EVENTS: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events WHERE project = $1 AND user_id = $2 AND seq > $3 ORDER BY seq"
 )
 COUNT_EVENTS: Final = "SELECT coalesce(sum(count), 0)::bigint FROM agg_total WHERE project = $1"
+
+# Histories of a batch of actors (storage/history_reads.py): the keys come in as arrays, numbered
+# by WITH ORDINALITY. Each key's events are one probe of its hash index (events_session /
+# events_user); OFFSET 0 keeps the planner from also ANDing the (project, timestamp, seq) index into
+# a bitmap, which it does for a joined key whose selectivity it cannot see: 18 ms instead of
+# 0.2 ms for two keys over 140k events.
+SELECT_SNAPSHOTS_OF: Final = (
+    "SELECT k.i, s.state, s.upto_seq"
+    " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(k_project, k_kind, k_key, i)"
+    " JOIN snapshots s ON s.project = k.k_project AND s.kind = k.k_kind AND s.key = k.k_key"
+)
+SELECT_HISTORY_EVENTS: Final = {
+    kind: f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}, k.i"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(k_project, k_id, k_after, i),"
+    f" LATERAL (SELECT * FROM events WHERE {column} = k.k_id OFFSET 0) e"
+    " WHERE e.project = k.k_project AND e.seq > k.k_after ORDER BY e.seq"
+    for kind, column in HISTORY_KINDS.items()
+}
+
+
+async def read_histories(conn: Connection, keys: list[HistoryKey]) -> dict[HistoryKey, History]:
+    """The histories of ``keys`` in one unit of work: one statement for the snapshots, one per kind
+    for the events after them."""
+    projects, kinds, ids = zip(*keys, strict=True)
+    rows = await conn.fetch(SELECT_SNAPSHOTS_OF, projects, kinds, ids)
+    snapshots = {row[0] - 1: Snapshot(state=bytes(row[1]), upto_seq=row[2]) for row in rows}
+    events: list[list[Event]] = [[] for _ in keys]
+    for kind, statement in SELECT_HISTORY_EVENTS.items():
+        of_kind = [i for i, key in enumerate(keys) if key[1] == kind]
+        if not of_kind:
+            continue
+        after = [snapshots[i].upto_seq if i in snapshots else 0 for i in of_kind]
+        for row in await conn.fetch(statement, [keys[i][0] for i in of_kind], [keys[i][2] for i in of_kind], after):
+            i = of_kind[row[16] - 1]
+            events[i].append(event_from_row(keys[i][0], row))
+    return {key: History(snapshots.get(i), events[i]) for i, key in enumerate(keys)}
 
 
 def event_from_row(project: str, r: Any) -> Event:

@@ -180,9 +180,12 @@ async def migrate(conn: Connection) -> None:
                 for statement in statements:
                     await conn.execute(statement)
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-    finally:
-        # Released with the connection too (the pool's reset unlocks all); this is the fast path.
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    except BaseException:
+        # The pool does not reset sessions on release (pg_bridge._keep_session): a connection that
+        # may still hold the lock is closed, which releases it.
+        conn.terminate()
+        raise
+    await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
 
 
 # Partitions ---------------------------------------------------------------------------------------

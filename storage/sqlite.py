@@ -38,12 +38,15 @@ from storage.base import (
     EventCount,
     EventFilter,
     EventPage,
+    History,
+    HistoryKey,
     Project,
     ServiceAggregate,
     Snapshot,
     StoreUnavailable,
     new_project,
 )
+from storage.history_reads import HistoryReads
 from storage.write_queue import Write, WriteQueueFront
 
 DB_FILE: Final = "pulse.db"
@@ -150,6 +153,7 @@ class SqliteStore(WriteQueueFront):
         # change, from the writer and reader threads alike (a dict store is atomic).
         self._project_nums: dict[str, int] = {}
         self._default: Project | None = None
+        self._histories = HistoryReads(self._read_histories)
 
     @property
     def path(self) -> pathlib.Path:
@@ -167,7 +171,9 @@ class SqliteStore(WriteQueueFront):
             await trio.to_thread.run_sync(self._open, limiter=self._write_limiter)
             self._state = _RUNNING
             status.started()
-            await self._write_loop()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._histories.run)
+                await self._write_loop()
         finally:
             await self._shutdown()
 
@@ -394,6 +400,28 @@ class SqliteStore(WriteQueueFront):
             lambda conn: conn.execute(sql.SELECT_SNAPSHOT, (project, kind, key)).fetchone()
         )
         return None if row is None else Snapshot(state=row[0], upto_seq=row[1])
+
+    async def load_history(self, project: str, kind: str, key: str) -> History:
+        return await self._histories.load((project, kind, key))
+
+    async def _read_histories(self, keys: list[HistoryKey]) -> dict[HistoryKey, History]:
+        """A batch of histories in one thread hop (each key: its snapshot, then one index range)."""
+
+        def read(conn: sqlite3.Connection) -> dict[HistoryKey, History]:
+            found: dict[HistoryKey, History] = {}
+            for project, kind, key in keys:
+                row = conn.execute(sql.SELECT_SNAPSHOT, (project, kind, key)).fetchone()
+                snapshot = None if row is None else Snapshot(state=row[0], upto_seq=row[1])
+                events: list[Event] = []
+                statement = sql.SELECT_HISTORY_EVENTS.get(kind)
+                if statement is not None:
+                    after = 0 if snapshot is None else snapshot.upto_seq
+                    rows = conn.execute(statement, (self._num(conn, project), key, after))
+                    events = [sql.event_from_row(project, r) for r in rows]
+                found[(project, kind, key)] = History(snapshot, events)
+            return found
+
+        return await self._read(read)
 
     # plumbing -----------------------------------------------------------------------------------
     def _require_running(self) -> None:

@@ -189,6 +189,7 @@ SELECT_USER_EVENTS: Final = (
     f"SELECT {EVENT_COLUMNS} FROM events INDEXED BY events_user_seq"
     " WHERE project_num = ? AND user_id = ? AND seq > ? ORDER BY seq"
 )
+SELECT_HISTORY_EVENTS: Final = {"session": SELECT_SESSION_EVENTS, "user": SELECT_USER_EVENTS}  # by actor kind
 
 # Aggregates -------------------------------------------------------------------------------------
 # Commutative upserts: adding a bucket twice in any order gives the same row, so several writers

@@ -1,8 +1,8 @@
-"""An in-memory double of the four Store methods the actors use (snapshots and per-key replay).
+"""An in-memory double of the Store methods the actors use (snapshots and per-key replay).
 
 It assigns seqs like the real store (monotonic per store) and records every snapshot write, so
 tests can check what passivation and drain saved. ``fail_loads`` makes the next N load_snapshot
-calls raise, to exercise activation failures.
+(and load_history) calls raise, to exercise activation failures.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import msgspec
 import trio
 
 from protocol.record import SOURCE_BEHAVIORAL, Event
-from storage.base import Snapshot, StoreUnavailable
+from storage.base import History, Snapshot, StoreUnavailable
 
 
 class MemoryStore:
@@ -46,6 +46,13 @@ class MemoryStore:
         self.snapshots[(project, kind, key)] = snapshot
         self.saves.append((project, kind, key, snapshot))
         self.save_times.append(trio.current_time())
+
+    async def load_history(self, project: str, kind: str, key: str) -> History:
+        snapshot = await self.load_snapshot(project, kind, key)
+        after = 0 if snapshot is None else snapshot.upto_seq
+        field = {"session": "session_id", "user": "user_id"}.get(kind)
+        events = [e for e in self.events if e.project == project and field and getattr(e, field) == key and e.seq > after]
+        return History(snapshot, events)
 
     async def session_events(self, project: str, session_id: str, after_seq: int) -> list[Event]:
         return [

@@ -25,6 +25,7 @@ from storage.base import (
     DayCount,
     EventCount,
     EventFilter,
+    History,
     ServiceAggregate,
     Snapshot,
     Store,
@@ -247,6 +248,9 @@ async def test_closed_store_refuses_work(
         await store.ping()
     with pytest.raises(StoreUnavailable):
         await store.events_after(project, 0, limit=10)
+    with trio.fail_after(5):  # answered at once, not left waiting for a loader that is gone
+        with pytest.raises(StoreUnavailable):
+            await store.load_history(project, "session", "s1")
 
 
 CRASH_SCRIPT = """
@@ -424,6 +428,49 @@ async def test_events_after_and_replays(store: Store) -> None:
     user = await store.user_events(project, "u0", 0)
     assert [e.seq for e in user] == [s for i, s in enumerate(seqs) if i % 2 == 0]
     assert await store.user_events(project, "nobody", 0) == []
+
+
+async def test_actor_histories_read_together(store: Store) -> None:
+    """load_history answers many concurrent activations (batched into a few reads) with each key's
+    own snapshot and only its events after the snapshot, whatever the batch mixes."""
+    project = await project_id(store)
+    other = (await store.create_project("elsewhere")).id
+    mine = [make_event(project, user_id=f"u{i % 2}", session_id=f"s{i % 3}") for i in range(30)]
+    out = await store.append(mine + [make_event(other, user_id="u0", session_id="s0")])
+    seqs = [o.seq for o in out]
+    await store.save_snapshot(project, "session", "s1", Snapshot(state=b"s1-state", upto_seq=seqs[10]))
+    await store.save_snapshot(project, "user", "u1", Snapshot(state=b"u1-state", upto_seq=seqs[-2]))
+    await store.save_snapshot(project, "session", "nobody", Snapshot(state=b"empty", upto_seq=3))
+
+    def want(kind: str, key: str, after: int) -> list[int]:
+        field = "session_id" if kind == "session" else "user_id"
+        return [seq for ev, seq in zip(mine, seqs, strict=False) if getattr(ev, field) == key and seq > after]
+
+    asks = [(project, "session", f"s{i}") for i in range(3)] + [(project, "user", "u0"), (project, "user", "u1"),
+            (project, "session", "nobody"), (project, "user", "never"), (other, "session", "s0"),
+            (project, "session", "s1")]  # fmt: skip
+    answers: dict[int, History] = {}
+
+    async def ask(i: int) -> None:
+        answers[i] = await store.load_history(*asks[i])
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(asks)):
+            nursery.start_soon(ask, i)
+    by_key = {asks[i]: answers[i] for i in range(len(asks))}
+    s0, s1, s2 = (by_key[(project, "session", f"s{i}")] for i in range(3))
+    assert (s0.snapshot, [e.seq for e in s0.events]) == (None, want("session", "s0", 0))
+    assert s1.snapshot == Snapshot(state=b"s1-state", upto_seq=seqs[10])
+    assert [e.seq for e in s1.events] == want("session", "s1", seqs[10]) and s1.events
+    assert [e.seq for e in s2.events] == want("session", "s2", 0)
+    assert s2.events[0] == stored(mine[2], seqs[2])  # whole events, payload included
+    u0, u1 = by_key[(project, "user", "u0")], by_key[(project, "user", "u1")]
+    assert [e.seq for e in u0.events] == want("user", "u0", 0)
+    assert u1 == History(Snapshot(state=b"u1-state", upto_seq=seqs[-2]), [])
+    assert by_key[(project, "session", "nobody")] == History(Snapshot(state=b"empty", upto_seq=3), [])
+    assert by_key[(project, "user", "never")] == History(None, [])
+    assert [e.seq for e in by_key[(other, "session", "s0")].events] == [seqs[-1]]
+    assert answers[1] == answers[len(asks) - 1]  # the same key twice in a batch
 
 
 # aggregates ---------------------------------------------------------------------------------------
