@@ -118,9 +118,8 @@ class Fanout:
             self._deliver_local(project, messages)
 
     def _deliver_local(self, project: str, messages: list[Message]) -> None:
-        hub = self.hub
-        for kind, attrs, body, seq in messages:
-            hub.publish(project, kind, attrs, body, seq=seq)
+        # one request's messages together: each subscriber is woken once for all of them
+        self.hub.publish_many(project, [(kind, attrs, body, seq, "") for kind, attrs, body, seq in messages])
 
     def _deliver_unpublished(self, channel: str, payload: bytes) -> None:
         """An entry the bus accepted but could not publish (Redis went away meanwhile): this
@@ -129,8 +128,7 @@ class Fanout:
         if entry is None:
             return
         self.metrics.drops["cross_node_undelivered"] += len(entry)
-        for message in entry:
-            self.hub.publish(channel, message.kind, message.attrs(), msgspec.Raw(message.body), seq=message.seq)
+        self.hub.publish_many(channel, [(m.kind, m.attrs(), msgspec.Raw(m.body), m.seq, "") for m in entry])
 
     def _decode(self, channel: str, stream_id: str, payload: bytes) -> list[StreamMessage] | None:
         try:
@@ -147,11 +145,10 @@ class Fanout:
         entry = self._decode(channel, stream_id, payload)
         if entry is None:
             return
-        for index, message in enumerate(entry):
-            self.hub.publish(
-                channel, message.kind, message.attrs(), msgspec.Raw(message.body), seq=message.seq,
-                pos=position(stream_id, index),
-            )
+        self.hub.publish_many(channel, [
+            (message.kind, message.attrs(), msgspec.Raw(message.body), message.seq, position(stream_id, index))
+            for index, message in enumerate(entry)
+        ])
 
     async def read_since(self, project: str, after: str) -> list[tuple[str, StreamMessage]]:
         """The messages after position ``after`` (one page of bus entries), each with its position.

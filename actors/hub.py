@@ -34,6 +34,7 @@ KINDS_BY_SUBSCRIPTION: Final = {
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 _ids = itertools.count(1)
+_UNENCODED: Final[Any] = object()
 
 
 class Attrs(msgspec.Struct, frozen=True):
@@ -53,6 +54,9 @@ class Frame(msgspec.Struct, frozen=True):
     data: bytes
     binary: bool
     pos: str = ""
+
+
+Published = tuple[str, Attrs, Any, int, str]  # a message to publish: kind, attrs, body, seq, pos
 
 
 class FrameQueue:
@@ -81,6 +85,27 @@ class FrameQueue:
         frames.append(frame)
         self._wake()
 
+    def send_many_nowait(self, frames: list[Frame]) -> int:
+        """Queue ``frames`` in order as far as there is room; returns how many were queued (fewer
+        than given: the queue is full). Wakes the consumer once."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        queue = self._frames
+        if queue is None:
+            queue = self._frames = deque()
+        room = self._limit - len(queue)
+        if len(frames) <= room:
+            queue.extend(frames)
+            taken = len(frames)
+        else:
+            taken = max(room, 0)
+            queue.extend(frames[:taken])
+        if queue:
+            self._wake()
+        else:
+            self._frames = None
+        return taken
+
     def close(self) -> None:
         """No more frames: the consumer gets those queued, then EndOfChannel."""
         self._closed = True
@@ -97,6 +122,27 @@ class FrameQueue:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
+    def receive_many_nowait(self, max_frames: int, max_bytes: int) -> list[Frame]:
+        """The frames waiting, oldest first: at most ``max_frames`` of them and ``max_bytes`` of
+        data in all, but always the first one (however big). Raises as ``receive_nowait`` does when
+        there is none. What a connection that coalesces its writes (SSE, batching WebSockets) takes."""
+        frames = self._frames
+        if not frames:
+            if self._closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        first = frames.popleft()
+        taken = [first]
+        size = len(first.data)
+        while frames and len(taken) < max_frames:
+            size += len(frames[0].data)
+            if size > max_bytes:
+                break
+            taken.append(frames.popleft())
+        if not frames:
+            self._frames = None
+        return taken
+
     async def receive(self) -> Frame:
         await trio.lowlevel.checkpoint_if_cancelled()
         while not (self._frames or self._closed):
@@ -106,6 +152,18 @@ class FrameQueue:
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return self.receive_nowait()
+
+    async def wait_frames(self) -> None:
+        """Wait until a frame waits or the queue has ended (``receive_many_nowait`` then raises
+        EndOfChannel). A checkpoint: parked, or a schedule point when there is something already."""
+        if self._frames or self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already receiving from this queue")
+        while not (self._frames or self._closed):
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
 
     def __aiter__(self) -> FrameQueue:
         return self
@@ -183,6 +241,21 @@ class Subscriber:
             self.wakeup()
         return True
 
+    def offer_many(self, frames: list[Frame]) -> int:
+        """Queue ``frames`` without waiting; returns how many were taken. Fewer than given: the
+        queue filled up and the subscriber is evicted (what was queued is still delivered)."""
+        if self.evicted:
+            return 0
+        try:
+            taken = self.frames.send_many_nowait(frames)
+        except trio.ClosedResourceError:
+            return 0  # closed (the connection is ending): not a slow client
+        if taken < len(frames):
+            self.evict()
+        elif self.wakeup is not None:
+            self.wakeup()
+        return taken
+
     def evict(self) -> None:
         self.evicted = True
         self.close()
@@ -255,37 +328,55 @@ class Hub:
 
     def publish(self, project: str, kind: str, attrs: Attrs, body: Any, *, seq: int = 0, pos: str = "") -> int:
         """Offer ``body`` to every matching subscriber of ``project``; returns how many took it."""
+        return self.publish_many(project, ((kind, attrs, body, seq, pos),))
+
+    def publish_many(self, project: str, messages: Iterable[Published]) -> int:
+        """Offer each message (kind, attrs, body, seq, pos), in order, to every matching subscriber of
+        ``project``; returns how many deliveries were taken.
+
+        A request's messages (a batch: tens of events and their metrics) are published together:
+        each subscriber's frames are gathered first and queued at once, so it is woken once per
+        request instead of once per message, and an eviction is decided once per subscriber."""
         if project not in self._per_project:
             return 0
-        delivered = 0
-        encoded: dict[bool, Frame] = {}
-        for subs in (
-            self._wide.get(project),
-            self._by_session.get((project, attrs.session_id)) if attrs.session_id is not None else None,
-            self._by_user.get((project, attrs.user_id)) if attrs.user_id is not None else None,
-        ):
-            if subs:
-                delivered += self._offer(subs, kind, attrs, body, seq, pos, encoded)
-        return delivered
-
-    def _offer(
-        self, subs: set[Subscriber], kind: str, attrs: Attrs, body: Any, seq: int, pos: str, encoded: dict[bool, Frame]
-    ) -> int:
-        delivered = 0
-        for sub in list(subs):
-            if not sub.matches(kind, attrs):
-                continue
-            frame = encoded.get(sub.msgpack)
-            if frame is None:
-                try:
-                    frame = encoded[sub.msgpack] = encode_for(sub, body, seq, pos)
-                except (TypeError, ValueError, OverflowError):
-                    # e.g. an integer beyond 64 bits has no MessagePack form: skip, count, go on
-                    self.metrics.drops["unencodable_message"] += 1
+        pending: dict[Subscriber, list[Frame]] = {}
+        wide = self._wide.get(project)
+        by_session, by_user = self._by_session, self._by_user
+        for kind, attrs, body, seq, pos in messages:
+            encoded: dict[bool, Frame | None] = {}
+            for subs in (
+                wide,
+                by_session.get((project, attrs.session_id)) if attrs.session_id is not None else None,
+                by_user.get((project, attrs.user_id)) if attrs.user_id is not None else None,
+            ):
+                if not subs:
                     continue
-            if sub.offer(frame):
-                delivered += 1
-            elif sub.evicted:
+                for sub in subs:  # queued below: nothing changes the subscriber sets meanwhile
+                    if not sub.matches(kind, attrs):
+                        continue
+                    msgpack = sub.msgpack
+                    frame = encoded.get(msgpack, _UNENCODED)
+                    if frame is _UNENCODED:
+                        try:
+                            frame = encode_for(sub, body, seq, pos)
+                        except (TypeError, ValueError, OverflowError):
+                            frame = None  # e.g. an integer beyond 64 bits has no MessagePack form
+                        encoded[msgpack] = frame
+                    if frame is None:
+                        self.metrics.drops["unencodable_message"] += 1  # skipped for this subscriber; go on
+                        continue
+                    frames = pending.get(sub)
+                    if frames is None:
+                        pending[sub] = [frame]
+                    else:
+                        frames.append(frame)
+        delivered = 0
+        for sub, frames in pending.items():
+            if sub.evicted:
+                continue
+            taken = sub.offer_many(frames)
+            delivered += taken
+            if sub.evicted:
                 self.metrics.drops["slow_subscriber"] += 1
                 self._remove(sub)
         return delivered

@@ -2,9 +2,15 @@
 their acks, and the stream messages the server delivers to it.
 
 Sends do not wait for their ack (a browser's ``ws.send`` does not either): each request id is kept
-with its send time and matched when the ack arrives, whoever reads the socket. Reading happens in
-``pump_until``: a user thinks by reading its socket until its next action is due, so a socket needs
-no task of its own beyond trio-websocket's reader.
+with its send time and matched when the ack arrives. A WebSocket's messages are dispatched by
+trio-websocket's reader task as they arrive (a browser's ``onmessage`` does not wait for the page's
+code either), so a socket needs no task of its own beyond that reader. An SSE stream is read in
+``pump_until``: a user thinks by reading it until its next action is due.
+
+Batched delivery: a WebSocket opened with ``?batch=1`` (the dashboards' sockets) may get several
+messages in one ``{"type":"batch","messages":[...]}`` frame (protocol/stream.py); each inner message
+is dispatched as if it had come alone (a delivery with its own end-to-end latency, or an ack), all
+with the frame's arrival time. Frames holding one message (seed style) work on every socket.
 
 End-to-end latency: every event the generator sends carries ``sentAtNs`` (``time.time_ns()`` at the
 send) in ``eventData`` (seed 000 events) or ``metadata`` (seed 004 events). Any subscriber that gets
@@ -23,7 +29,8 @@ import trio
 import trio_websocket
 
 from loadtest import stats as names
-from loadtest.clients import LoadError, SseStream
+from loadtest.clients import LoadError, SourceAddresses, SseStream, WebSocket, open_websocket
+from loadtest.plan import Target
 from loadtest.stats import Stats
 
 ACK_TIMEOUT_NS: Final = 10_000_000_000  # an ack later than this counts as the failure "ack_timeout"
@@ -63,6 +70,7 @@ class Incoming(msgspec.Struct):
     code: str | None = None
     event: _Payload | None = None  # behavioral_event (seed 000)
     data: _StoredEvent | None = None  # event (seed 004); also stats, whose payload is None
+    messages: list[Incoming] = []  # batch: the messages it carries, in order (decoded in the same pass)
 
     @property
     def marks(self) -> Marks | None:
@@ -71,10 +79,12 @@ class Incoming(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(Incoming).decode
+_decode_many = msgspec.json.Decoder(list[Incoming]).decode
 _encode = msgspec.json.Encoder().encode
 
 OnMessage = Callable[[Incoming, int], None]  # (message, time.time_ns() at its arrival)
 STREAM_TYPES: Final = frozenset({"behavioral_event", "event", "session_metrics", "trigger_notification"})
+BATCH: Final = "batch"  # several messages in one frame (sockets opened with ?batch=1)
 
 
 class Channel:
@@ -101,9 +111,41 @@ class Channel:
             self.stats.count(names.MESSAGES)
             self.stats.count(self.messages_counter)
             self.on_message(message, now)
+        elif kind == BATCH:
+            self.deliver(message.messages, now)
         else:
             self.control(message)
         return message
+
+    def dispatch_many(self, raws: list[bytes]) -> None:
+        """Dispatch several messages that arrived together, decoded in one pass (as a JSON array)."""
+        if len(raws) == 1:
+            self.dispatch(raws[0])
+            return
+        now = time.time_ns()
+        try:
+            messages = _decode_many(b"[" + b",".join(raws) + b"]")
+        except msgspec.DecodeError:
+            messages = []
+        if len(messages) != len(raws):  # one of them is not a message of ours: one by one
+            for raw in raws:
+                self.dispatch(raw)
+            return
+        self.deliver(messages, now)
+
+    def deliver(self, messages: list[Incoming], now: int) -> None:
+        """Messages that arrived together (a batch frame, an SSE read) at ``now``, in order."""
+        delivered = 0
+        on_message, control = self.on_message, self.control
+        for message in messages:
+            if message.type in STREAM_TYPES:
+                delivered += 1
+                on_message(message, now)
+            else:
+                control(message)
+        if delivered:
+            self.stats.count(names.MESSAGES, delivered)
+            self.stats.count(self.messages_counter, delivered)
 
     def control(self, message: Incoming) -> None:
         """Acks, errors and the like (WebSocket only)."""
@@ -111,8 +153,7 @@ class Channel:
     async def pump_until(self, deadline: float) -> None:
         """Read and dispatch messages until ``deadline`` (trio time)."""
         with trio.move_on_at(deadline):
-            while True:
-                self.dispatch(await self.receive())
+            await self.pump_forever()
 
     async def pump_forever(self) -> None:
         while True:
@@ -123,26 +164,73 @@ class Channel:
 
 
 class WsChannel(Channel):
-    def __init__(self, ws: trio_websocket.WebSocketConnection, stats: Stats, on_message: OnMessage,
-                 messages_counter: str) -> None:
+    """A WebSocket whose messages are dispatched by trio-websocket's reader task as they arrive
+    (clients._Direct: no extra trip through the scheduler per frame). The user's task sends, and
+    waits (``pump_until``, ``handshake``, ``drain``) for what it needs or for the socket to end."""
+
+    def __init__(self, stats: Stats, on_message: OnMessage, messages_counter: str) -> None:
         super().__init__(stats, on_message, messages_counter)
-        self.ws = ws
+        self.ws: WebSocket | None = None
         self.closing = False  # closed by us: a reader that sees it close is not a failure
         self.pending: dict[str, tuple[int, str]] = {}  # requestId -> (perf_counter_ns at send, histogram)
         self._ids = itertools.count(1)
+        self._ended = False  # the socket is closed: no more messages
+        self._answers: set[str] = set()  # types of the replies received (not stream messages): handshake()
+        self._progress: trio.Event | None = None  # set when a message arrives or the socket ends
+
+    @classmethod
+    async def open(cls, nursery: trio.Nursery, target: Target, path: str, sources: SourceAddresses, stats: Stats,
+                   on_message: OnMessage, messages_counter: str) -> WsChannel:
+        """Connect; trio-websocket's reader runs in ``nursery`` (see clients.open_websocket)."""
+        channel = cls(stats, on_message, messages_counter)
+        channel.ws = await open_websocket(nursery, target, path, sources, on_frame=channel._on_frame,
+                                          on_end=channel._on_end)
+        return channel
+
+    def _on_frame(self, raw: bytes | str) -> None:
+        """A message, in the reader task, as it arrives."""
+        incoming = self.dispatch(raw)
+        if incoming is not None:
+            answers = self._answers
+            for message in incoming.messages or (incoming,):
+                if message.type not in STREAM_TYPES:
+                    answers.add(message.type)
+        self._poke()
+
+    def _on_end(self) -> None:
+        self._ended = True
+        self._poke()
+
+    def _poke(self) -> None:
+        progress = self._progress
+        if progress is not None:
+            self._progress = None
+            progress.set()
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``; raises LoadError (the close reason) if the socket ends first."""
+        while not done():
+            if self._ended:
+                raise LoadError(_reason(self.ws.closed if self.ws is not None else None))
+            if self._progress is None:
+                self._progress = trio.Event()
+            await self._progress.wait()
 
     async def receive(self) -> bytes | str:
-        try:
-            return await self.ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise LoadError(_close_reason(exc)) from None
+        """Messages are dispatched as they arrive: this only waits for the end of the socket."""
+        await self._until(lambda: False)
+        raise AssertionError("unreachable")
+
+    async def pump_forever(self) -> None:
+        await self._until(lambda: False)
 
     async def send(self, message: Any) -> None:
+        assert self.ws is not None, "WsChannel.open connects it"
         try:
             # a text frame: the server reads binary frames as MessagePack
             await self.ws.send_message(_encode(message).decode())
         except trio_websocket.ConnectionClosed as exc:
-            raise LoadError(_close_reason(exc)) from None
+            raise LoadError(_reason(exc.reason)) from None
 
     async def send_event(self, event: dict[str, Any], histogram: str = names.ACK_WS) -> None:
         """Send one seed-000 event; its ack is matched later by request id."""
@@ -153,16 +241,14 @@ class WsChannel(Channel):
         await self.send({"type": "event", "requestId": request_id, "event": event})
 
     async def handshake(self, message: Any | None, answer: str) -> None:
-        """Send ``message`` (if any) and read until the ``answer`` type arrives; records connect time."""
+        """Send ``message`` (if any) and wait until a reply of the ``answer`` type has arrived (it may
+        have already: "connected" comes with the handshake); records the connect time."""
         started = time.perf_counter_ns()
         if message is not None:
             await self.send(message)
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                while True:
-                    incoming = self.dispatch(await self.receive())
-                    if incoming is not None and incoming.type == answer:
-                        break
+                await self._until(lambda: answer in self._answers)
         except trio.TooSlowError:
             raise LoadError(f"{answer}_timeout") from None
         self.stats.latency_ns(names.CONNECT_WS, time.perf_counter_ns() - started)
@@ -198,8 +284,7 @@ class WsChannel(Channel):
         """At the stop: read until every ack is in, or ``deadline``; what is left is not a failure
         unless overdue (the run stopped while it was on its way)."""
         with trio.move_on_at(deadline):
-            while self.pending:
-                self.dispatch(await self.receive())
+            await self._until(lambda: not self.pending)
         self.sweep()
         if self.pending:
             self.stats.count("acks_unconfirmed_at_stop", len(self.pending))
@@ -215,7 +300,8 @@ class WsChannel(Channel):
             scope.shield = True
             # Already cancelled when not graceful: trio-websocket then sends nothing and closes
             # its stream (the ``finally`` of its aclose).
-            await self.ws.aclose()
+            if self.ws is not None:
+                await self.ws.aclose()
 
 
 class SseChannel(Channel):
@@ -226,10 +312,14 @@ class SseChannel(Channel):
     async def receive(self) -> bytes:
         return await self.sse.receive()
 
+    async def pump_forever(self) -> None:
+        while True:  # every message read so far, decoded in one pass
+            self.dispatch_many(await self.sse.receive_many())
+
     async def aclose(self, graceful: bool = True) -> None:
         await self.sse.aclose()
 
 
-def _close_reason(exc: trio_websocket.ConnectionClosed) -> str:
-    code = exc.reason.code if exc.reason is not None else 0
+def _reason(closed: trio_websocket.CloseReason | None) -> str:
+    code = closed.code if closed is not None else 0
     return f"ws_closed_{code}"  # 1001 server going away, 3008 too slow, 1006 connection lost...

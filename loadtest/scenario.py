@@ -13,8 +13,9 @@ and a ``wait_time`` between them.
 
 A user runs ``on_start``, then picks a task at random by weight, runs it, thinks for ``wait_time``,
 and so on until the run stops (then ``on_stop``) or a task raises ``StopUser`` (a visitor leaving).
-While it thinks, ``idle`` reads its subscription, so a user is one task (plus trio-websocket's
-reader per socket). Every user has its own nursery for the tasks of its sockets; whatever happens,
+While it thinks, ``idle`` follows its subscription (an SSE stream is read there; a WebSocket's
+messages are dispatched by trio-websocket's reader as they arrive), so a user is one task (plus
+that reader per socket). Every user has its own nursery for the tasks of its sockets; whatever happens,
 its sockets are closed when it ends.
 """
 
@@ -28,7 +29,7 @@ from typing import Any, ClassVar, Final, TypeVar, overload
 import trio
 
 from loadtest.channels import Channel, OnMessage, SseChannel, WsChannel
-from loadtest.clients import HttpPool, LoadError, SourceAddresses, SseStream, open_websocket
+from loadtest.clients import HttpPool, LoadError, SourceAddresses, SseStream
 from loadtest.plan import Target
 from loadtest.stats import REQUESTS, Stats
 
@@ -176,8 +177,8 @@ class User:
     # -- helpers for scenarios ---------------------------------------------------------------------
 
     async def open_ws(self, path: str, on_message: OnMessage) -> WsChannel:
-        ws = await open_websocket(self.nursery, self.env.target, path, self.env.sources)
-        channel = WsChannel(ws, self.stats, on_message, f"messages.{self.name}")
+        channel = await WsChannel.open(self.nursery, self.env.target, path, self.env.sources, self.stats, on_message,
+                                       f"messages.{self.name}")
         self.channels.append(channel)
         return channel
 

@@ -10,7 +10,9 @@
 - ``backend``: a backend service reporting its API calls in batches (POST /api/events/track/batch,
   seed 004) and now and then one by one (POST /api/events/track/{name} with X-User-Id).
 - ``dashboard``: a live dashboard of the whole project: loads the statistics, then follows every
-  event, half of them on the WebSocket /api/events/ws and half on the SSE stream /api/events/stream.
+  event, half of them on the WebSocket /api/events/ws (with ``?batch=1``: when busy the server
+  sends several events per frame, which the channel unpacks) and half on the SSE stream
+  /api/events/stream.
   Alone it sees nothing: mix it with the others (``--scenario backend=2,dashboard=1``).
 """
 
@@ -29,6 +31,7 @@ from loadtest.scenario import DRAIN_S, StopUser, User, between, task
 
 CROSS_DEVICE_DEADLINE_S: Final = 5.0
 BEHAVIORAL_STREAM: Final = "/api/v1/behavioral/stream"
+DASHBOARD_WS: Final = "/api/events/ws?batch=1"  # a dashboard takes batched frames (protocol/stream.py)
 
 PAGES: Final = ("/", "/pricing", "/product/123", "/product/456", "/docs/getting-started", "/blog/launch",
                 "/checkout", "/about")
@@ -314,7 +317,7 @@ class Dashboard(User):
         await self.refresh()
         if self.ordinal % 2 == 0:
             self.e2e = names.E2E_DASHBOARD_WS
-            socket = await self.open_ws("/api/events/ws", self.on_stream)
+            socket = await self.open_ws(DASHBOARD_WS, self.on_stream)
             await socket.handshake(None, "connected")
             self.channel: Channel = socket
         else:

@@ -60,13 +60,29 @@ class Delta(msgspec.Struct, kw_only=True):
     users: int = 0  # users running at the end of the interval (a level, not a sum over time)
 
 
+SUB_BUCKET_BITS: Final = 11  # HDR with 3 significant digits: 2,048 sub-buckets per power of two
+
+
+def bucket_of(us: int) -> int:
+    """The lowest value of ``us``'s HDR bucket (3 significant digits, 1 µs unit): recording it
+    instead of ``us`` fills the same counter, so the histogram (and every percentile, min and max
+    read from it) is the same."""
+    shift = us.bit_length() - SUB_BUCKET_BITS
+    return us if shift <= 0 else (us >> shift) << shift
+
+
 class Stats:
-    """One process's recorder. Hot path: ``count``, ``fail``, ``latency_ns`` (about 1 µs each)."""
+    """One process's recorder. Hot path: ``count``, ``fail``, ``latency_ns`` (well under 1 µs each).
+
+    Latencies are counted per HDR bucket in a plain dict and put into the HDR histograms by
+    ``take`` (once a second): hdrh's ``record_value`` is pure Python (~0.6 µs); at 200,000
+    deliveries/s the generator measures, that alone was an eighth of its CPU."""
 
     def __init__(self) -> None:
         self.counts: defaultdict[str, int] = defaultdict(int)
         self.failures: defaultdict[str, int] = defaultdict(int)
         self.histograms: dict[str, HdrHistogram] = {}
+        self.buckets: dict[str, dict[int, int]] = {}  # histogram -> {bucket_of(µs): count}, until take()
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -75,14 +91,31 @@ class Stats:
         self.failures[reason] += n
 
     def latency_ns(self, name: str, ns: int) -> None:
-        histogram = self.histograms.get(name)
-        if histogram is None:
-            histogram = self.histograms[name] = new_histogram()
-        if not histogram.record_value(max(LOWEST_US, ns // 1000)):
-            self.counts["latency_overflow"] += 1
+        buckets = self.buckets.get(name)
+        if buckets is None:
+            buckets = self.buckets[name] = {}
+        us = ns // 1000
+        if us < 2048:
+            key = us if us > LOWEST_US else LOWEST_US
+        else:
+            shift = us.bit_length() - SUB_BUCKET_BITS
+            key = (us >> shift) << shift
+        buckets[key] = buckets.get(key, 0) + 1
+
+    def _record(self) -> None:
+        """Move the bucket counts into the HDR histograms."""
+        for name, buckets in self.buckets.items():
+            histogram = self.histograms.get(name)
+            if histogram is None:
+                histogram = self.histograms[name] = new_histogram()
+            for value, n in buckets.items():
+                if not histogram.record_value(value, n):
+                    self.counts["latency_overflow"] += n
+        self.buckets.clear()
 
     def take(self, users: int = 0) -> Delta:
         """Everything recorded since the last ``take``, and start afresh."""
+        self._record()
         delta = Delta(
             counts=dict(self.counts),
             failures=dict(self.failures),

@@ -3,6 +3,24 @@
 Client -> server messages are decoded with one prebuilt Decoder per socket family; unknown types and
 bad fields are answered with an ``error`` message naming the field, never by closing the socket.
 Server -> client messages are encoded once per publish and the same bytes go to every subscriber.
+
+Batched delivery (opt-in, WebSocket only). By default every server -> client message is one
+WebSocket frame holding one message, as the seed clients expect. A client that adds ``?batch=1``
+(or ``?batch=true``) to the WebSocket URL (``/api/events/ws`` or ``/api/v1/behavioral/stream``)
+lets the server coalesce: when several messages wait in its queue at the moment the connection
+writes, they go out as ONE frame, the envelope
+
+    {"type":"batch","messages":[<message 1>,<message 2>,...]}
+
+in queue order (a MessagePack map with the same two keys on ``pulse.msgpack`` sockets). Each
+element is exactly the message that would otherwise have been a frame of its own. A message that
+is alone in the queue is sent as it is, without an envelope, so a batching client must handle
+both forms. A batch holds at most BATCH_MAX_MESSAGES messages and about BATCH_MAX_BYTES (a single
+larger message goes alone). Acks, errors and other replies share the subscriber's queue with the
+stream, so they may be inside a batch too, in their order. ``batch=0``/``false`` (or no parameter)
+keeps one message per frame; any other value refuses the handshake with HTTP 400 naming ``batch``.
+The envelope's ``type`` is "batch" in the server -> client direction only: a client's
+``{"type":"batch","events":[...]}`` is still an ingest batch, answered with ``batch_ack``.
 """
 
 from __future__ import annotations
@@ -26,6 +44,32 @@ CLOSE_SLOW: Final = 3008  # the client could not keep up with its stream (Centri
 SUBSCRIPTIONS: Final = ("behavioral_events", "engagement_metrics", "conversion_triggers")
 SUBPROTOCOL_MSGPACK: Final = "pulse.msgpack"
 SUBPROTOCOL_JSON: Final = "pulse.json"
+
+# Batched delivery (see the module docstring)
+BATCH_PARAM: Final = "batch"  # the WebSocket URL's query parameter that opts in
+BATCH_MAX_MESSAGES: Final = 256  # messages in one batch frame at most
+BATCH_MAX_BYTES: Final = 1024 * 1024  # encoded messages in one batch frame at most (a bigger one goes alone)
+_JSON_BATCH_HEAD: Final = b'{"type":"batch","messages":['
+_JSON_BATCH_TAIL: Final = b"]}"
+# MessagePack: a map of 2 entries, "type": "batch", then the key "messages" (its array header follows)
+_MSGPACK_BATCH_HEAD: Final = b"\x82\xa4type\xa5batch\xa8messages"
+
+
+def batch_json(messages: list[bytes]) -> bytes:
+    """The JSON batch envelope around already-encoded JSON messages (spliced, not re-encoded)."""
+    return _JSON_BATCH_HEAD + b",".join(messages) + _JSON_BATCH_TAIL
+
+
+def batch_msgpack(messages: list[bytes]) -> bytes:
+    """The MessagePack batch envelope around already-encoded MessagePack messages."""
+    count = len(messages)
+    if count < 16:
+        header = bytes((0x90 | count,))  # fixarray
+    elif count < 0x10000:
+        header = b"\xdc" + count.to_bytes(2, "big")  # array 16
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")  # array 32
+    return _MSGPACK_BATCH_HEAD + header + b"".join(messages)
 
 
 # -- seed 000: /api/v1/behavioral/stream ------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from loadtest import cli as loadtest_cli
-from server.settings import DEFAULT_PORT, Settings
+from server.settings import COMPRESSION_MODES, DEFAULT_PORT, Settings
 from storage.base import Store
 
 
@@ -34,8 +34,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=int(os.environ.get("PORT", DEFAULT_PORT)), help="default $PORT or 8000")
     serve.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--ws-compression", choices=["off", "on"], default="off",
-                       help="permessage-deflate for WebSockets (off: ~no memory per socket for zlib)")
+    serve.add_argument("--ws-compression", choices=list(COMPRESSION_MODES), default="off",
+                       help="permessage-deflate for WebSockets, measured per idle socket (docs/performance.md): "
+                            "off (default): never negotiated, ~12 KiB; "
+                            "on: deflate with context takeover, best ratio, ~110 KiB (zlib state kept per socket); "
+                            "no-context-takeover: deflate per message, ~12 KiB, but zlib set up on every frame "
+                            "sent (CPU) and a lower ratio on small messages")
     serve.add_argument("--max-websockets", type=int, default=10_000, help="per process; more are refused with 503")
     serve.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL",
                        help="SQLite durability: FULL fsyncs every group commit (survives power loss)")
@@ -95,7 +99,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         port=args.port,
         data_dir=args.data_dir,
         log_level=args.log_level,
-        ws_compression=args.ws_compression == "on",
+        ws_compression=args.ws_compression,
         max_websockets=args.max_websockets,
         synchronous=args.sync,
         database_url=args.database_url,

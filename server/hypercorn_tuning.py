@@ -8,7 +8,8 @@ Figures per idle socket are from loadtest/ws_memory.py (docs/performance.md). Ea
 
 1. permessage-deflate: hypercorn always accepts it when offered, and browsers always offer it; zlib
    state costs tens to hundreds of KiB per socket (DESIGN.md), which 100k sockets cannot afford.
-   Pulse's default is off; ``--ws-compression on`` restores hypercorn's behaviour.
+   Pulse's default is off; ``--ws-compression on`` restores hypercorn's behaviour, and
+   ``--ws-compression no-context-takeover`` negotiates it without context takeover either way.
 2. Timers without tasks per connection: one timer wheel per server for keep-alive deadlines and
    one for WebSocket pings (``_Wheel``), each a task that runs only while it has entries.
 3. Connections (``TCPServer``): the app tasks of a connection run in the server's connection

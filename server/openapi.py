@@ -115,7 +115,15 @@ def document() -> bytes:
         "info": {
             "title": "Pulse",
             "version": "0.1.0",
-            "description": "Real-time behavioral tracking. WebSockets: /api/events/ws and /api/v1/behavioral/stream.",
+            "description": (
+                "Real-time behavioral tracking. WebSockets: /api/events/ws and /api/v1/behavioral/stream: JSON text "
+                "frames, or MessagePack binary frames with the subprotocol pulse.msgpack; one message per frame. "
+                "With the query parameter batch=1 (or true) the server may send the messages waiting for a "
+                "socket as one frame {\"type\":\"batch\",\"messages\":[...]} (a MessagePack map with the same "
+                "keys), in order, at most 256 messages or about 1 MiB; a message alone is sent as it is, and "
+                "acks and errors may be inside a batch too. Any other batch value (but 0/false) refuses the "
+                "handshake with 400."
+            ),
         },
         "paths": paths,
         "components": {

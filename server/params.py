@@ -55,6 +55,19 @@ def text_param(query: dict[str, str], name: str) -> str | None:
     return value
 
 
+def flag_param(query: dict[str, str], name: str) -> bool:
+    """An on/off switch: ``1``/``true`` on, ``0``/``false`` (or absent) off, anything else a 400."""
+    value = query.get(name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("1", "true"):
+        return True
+    if lowered in ("0", "false"):
+        return False
+    raise InvalidInput(name, f"expected 1 or true (0 or false: off), got {value[:50]!r}")
+
+
 def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
 

@@ -14,6 +14,12 @@ CORS_ALLOW_HEADERS: Final = (
     "X-Correlation-Id, X-API-Key, Content-Encoding, Last-Event-ID, Accept, Origin, User-Agent, Referer"
 )
 CORS_ALLOW_METHODS: Final = "GET, POST, PUT, DELETE, OPTIONS, PATCH"
+# --ws-compression (server/hypercorn_tuning.py): "off" never negotiates permessage-deflate; "on"
+# accepts it with context takeover (zlib state kept per socket: 110.7 KiB per idle socket against
+# ~12 KiB off, docs/performance.md); "no-context-takeover" accepts it but requires
+# server_no_context_takeover and client_no_context_takeover, so no zlib state outlives a message
+# (~11.9 KiB per idle socket) at the price of setting zlib up for every frame sent.
+COMPRESSION_MODES: Final = ("off", "on", "no-context-takeover")
 
 
 def is_loopback(host: str) -> bool:
@@ -40,7 +46,8 @@ class Settings:
     sse_stats_interval: float = 5.0
     idle_ttl: float = 300.0  # actors passivate after this long without a message
     synchronous: str = "FULL"  # SQLite: FULL = every acknowledged commit is fsynced
-    ws_compression: bool = False  # permessage-deflate costs 10s-100s of KiB per socket
+    # permessage-deflate (COMPRESSION_MODES): "on" costs ~100 KiB of zlib state per socket
+    ws_compression: str = "off"
     database_url: str | None = None  # postgresql://... : PostgreSQL instead of the embedded SQLite
     redis_url: str | None = None  # redis://... : the bus between nodes (required for workers > 1)
     node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)

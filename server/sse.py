@@ -15,7 +15,7 @@ import msgspec
 import trio
 
 from actors.fanout import parse_position, position_key
-from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KINDS_BY_SUBSCRIPTION, Attrs, Subscriber
+from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KINDS_BY_SUBSCRIPTION, Attrs, Frame, Subscriber
 from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from protocol.record import Event
@@ -31,6 +31,8 @@ log = logging.getLogger("pulse.sse")
 MAX_SEQ: Final = 2**63 - 1
 FUTURE_SLACK_MS: Final = 60_000  # clock differences between Redis and this node
 COALESCE_MAX: Final = 256  # queued messages sent in one write at most
+COALESCE_BYTES: Final = 1024 * 1024  # and their bytes (a bigger message goes alone)
+SEND_TIMEOUT_S: Final = 5.0  # one write of dequeued messages; a client slower than that is dropped
 RESUME_PAGE: Final = 1000
 RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
 _json = msgspec.json.Encoder()
@@ -47,6 +49,23 @@ def _frame(body: bytes, seq: int = 0, floor: int = 0, pos: str = "") -> bytes:
         return b"data: " + body + b"\n\n"
     resume_at = min(seq, floor)
     return b"id: %d\ndata: %s\n\n" % (resume_at, body)
+
+
+def _frames(frames: list[Frame], floor: int, replayed_upto: int, replayed_pos: tuple[int, int, int]) -> bytes:
+    """Queued frames as SSE messages in one chunk (``_frame`` inlined: this runs for every message
+    of every subscriber), minus what a resume's replay already sent."""
+    chunks: list[bytes] = []
+    append = chunks.append
+    for frame in frames:
+        seq = frame.seq
+        if frame.pos:
+            if position_key(frame.pos) > replayed_pos:
+                append(b"id: %s\ndata: %s\n\n" % (frame.pos.encode(), frame.data))
+        elif not seq:
+            append(b"data: %s\n\n" % frame.data)
+        elif seq > replayed_upto:
+            append(b"id: %d\ndata: %s\n\n" % (seq if seq < floor else floor, frame.data))
+    return b"".join(chunks)
 
 
 def _last_event_id(req: Request) -> int | str | None:
@@ -122,30 +141,22 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
     settings = pulse.settings
     next_ping = trio.current_time() + settings.sse_ping_interval
     next_stats = trio.current_time() + settings.sse_stats_interval
+    queue = sub.frames
     while True:
+        # One cancel scope until the next ping or stats is due, not one per wake-up: under load a
+        # subscriber wakes for every publish (a hundred times a second), and a scope with a
+        # deadline costs a few µs to enter and leave, plus trio's deadline heap upkeep.
         with trio.move_on_at(min(next_ping, next_stats)):
-            try:
-                frames = [await sub.frames.receive()]
-            except trio.EndOfChannel:
-                return  # evicted as slow (the hub counted it), or the server is shutting down
-            # Under load several messages wait in the queue: send them in one write
-            while len(frames) < COALESCE_MAX:
+            while True:
                 try:
-                    frames.append(sub.frames.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            floor = pulse.pipeline.resume_floor()
-            chunks = []
-            for frame in frames:
-                if frame.pos:
-                    if position_key(frame.pos) <= replayed_pos:
-                        continue  # already sent by the replay
-                elif frame.seq and frame.seq <= replayed_upto:
-                    continue
-                chunks.append(_frame(frame.data, frame.seq, floor, frame.pos))
-            if chunks:
-                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-            continue
+                    await queue.wait_frames()
+                    # Under load several messages wait in the queue: send them in one write
+                    frames = queue.receive_many_nowait(COALESCE_MAX, COALESCE_BYTES)
+                except trio.EndOfChannel:
+                    return  # evicted as slow (the hub counted it), or the server is shutting down
+                body = _frames(frames, pulse.pipeline.resume_floor(), replayed_upto, replayed_pos)
+                if body and not await _send_dequeued(send, body):
+                    return  # the client took nothing for SEND_TIMEOUT_S: too slow, end the stream
         now = trio.current_time()
         if now >= next_ping:
             next_ping = now + settings.sse_ping_interval
@@ -157,6 +168,15 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
             await send({"type": "http.response.body", "body": _frame(_json.encode(stats)), "more_body": True})
         elif now >= next_stats:
             next_stats = now + settings.sse_stats_interval
+
+
+async def _send_dequeued(send: Send, body: bytes) -> bool:
+    """Write messages already taken off the queue. The ping timer around the pump must not cancel
+    this half-way (they would be lost), and neither may shutdown: what was dequeued is written or
+    the stream ends, within SEND_TIMEOUT_S."""
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_S) as guard:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    return not guard.cancelled_caught
 
 
 async def _replay_stream(pulse: Pulse, sub: Subscriber, send: Send, after: str) -> tuple[int, int, int]:

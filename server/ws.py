@@ -6,6 +6,8 @@ frames. Acks and stream messages share that queue, so the task is the only sende
 sends events gets a nursery for its concurrent ingests when it sends the first one. An idle socket
 costs ~12 KiB in all (loadtest/ws_memory.py), most of it hypercorn's and trio's.
 JSON text frames by default; MessagePack binary frames when the client asks for ``pulse.msgpack``.
+One message per frame by default; with ``?batch=1`` on the URL, the messages waiting in the queue
+when the task writes go out as one ``{"type":"batch","messages":[...]}`` frame (protocol/stream.py).
 Close codes: 1001 server going away (reconnect), 1008 auth, 1013 too many connections, 3008 slow.
 Keepalive pings and the pong deadline are enforced by the transport, in this connection's task.
 """
@@ -20,8 +22,11 @@ import msgspec
 import trio
 
 from actors.hub import KIND_EVENT, KINDS_BY_SUBSCRIPTION, Subscriber, encode_for
-from protocol.errors import from_msgspec
+from protocol.errors import InvalidInput, error_body, from_msgspec
 from protocol.stream import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_MESSAGES,
+    BATCH_PARAM,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_SLOW,
@@ -42,12 +47,15 @@ from protocol.stream import (
     TrackBatch,
     TrackingClientMessage,
     Unsubscribe,
+    batch_json,
+    batch_msgpack,
 )
 from server.auth import Access, AuthError, authenticate, key_from
 from server.context import Pulse
 from server.http import Message, Receive, Scope, Send
 from server.hypercorn_tuning import WebSocketInbox
 from server.ingest_routes import now_ms
+from server.params import flag_param
 from server.socket_ingest import ingest_batch, ingest_one
 from storage.base import StoreError
 
@@ -73,9 +81,11 @@ def _query(scope: Scope) -> dict[str, str]:
     return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
 
 
-async def _refuse(send: Send, status: int, reason: str) -> None:
-    """Refuse the handshake with an HTTP answer (the websocket.http.response extension)."""
-    body = msgspec.json.encode({"success": False, "error": {"reason": reason}})
+async def _refuse(send: Send, status: int, reason: str, *, invalid: InvalidInput | None = None) -> None:
+    """Refuse the handshake with an HTTP answer (the websocket.http.response extension). Bad input
+    gets the same body as an HTTP 4xx: the parameter in ``field`` and the reason."""
+    error = error_body(invalid) if invalid is not None else {"success": False, "error": {"reason": reason}}
+    body = msgspec.json.encode(error)
     await send(
         {
             "type": "websocket.http.response.start",
@@ -89,16 +99,18 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 class Socket:
     """State of one accepted WebSocket connection."""
 
-    __slots__ = ("pulse", "access", "sub", "send", "inbox", "behavioral", "in_flight", "pending", "_connection_id")
+    __slots__ = ("pulse", "access", "sub", "send", "inbox", "behavioral", "batch", "in_flight", "pending",
+                 "_connection_id")
 
     def __init__(self, pulse: Pulse, access: Access, sub: Subscriber, send: Send, inbox: WebSocketInbox,
-                 behavioral: bool) -> None:
+                 behavioral: bool, batch: bool = False) -> None:
         self.pulse = pulse
         self.access = access
         self.sub = sub
         self.send = send
         self.inbox = inbox
         self.behavioral = behavioral
+        self.batch = batch  # the client asked for ?batch=1: waiting messages go out as one frame
         self.in_flight = 0  # ingests awaiting their ack
         self.pending: _Decoded | None = None  # an ingest read before the socket had a nursery for it
         self._connection_id: str | None = None
@@ -113,19 +125,36 @@ class Socket:
         self.sub.offer(encode_for(self.sub, body))  # acks and errors share the queue (one writer)
 
     async def flush(self) -> bool:
-        """Send every queued frame; False once the queue has ended (evicted, or shutting down)."""
+        """Send every queued frame; False once the queue has ended (evicted, or shutting down).
+
+        A batching socket sends what waits as one envelope frame (at most BATCH_MAX_MESSAGES
+        messages / BATCH_MAX_BYTES), built from the encoded messages without re-encoding them;
+        a message alone in the queue goes as it is."""
         frames = self.sub.frames
+        send = self.send
+        batch = self.batch
         while True:
             try:
-                frame = frames.receive_nowait()
+                if batch:
+                    group = frames.receive_many_nowait(BATCH_MAX_MESSAGES, BATCH_MAX_BYTES)
+                    frame = group[0]
+                    if len(group) == 1:
+                        data = frame.data
+                    elif frame.binary:
+                        data = batch_msgpack([f.data for f in group])
+                    else:
+                        data = batch_json([f.data for f in group])
+                else:
+                    frame = frames.receive_nowait()
+                    data = frame.data
             except trio.WouldBlock:
                 return True
             except trio.EndOfChannel:
                 return False
             if frame.binary:
-                await self.send({"type": "websocket.send", "bytes": frame.data})
+                await send({"type": "websocket.send", "bytes": data})
             else:
-                await self.send({"type": "websocket.send", "text": frame.data.decode()})
+                await send({"type": "websocket.send", "text": data.decode()})
 
     def end_code(self) -> int:
         return CLOSE_SLOW if self.sub.evicted else CLOSE_NORMAL
@@ -150,6 +179,11 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     if not behavioral and not access.can_read:
         await _refuse(send, 403, "streaming all events needs the project's secret key")
         return
+    try:
+        batch = flag_param(query, BATCH_PARAM)
+    except InvalidInput as err:
+        await _refuse(send, err.status, err.reason, invalid=err)
+        return
     if pulse.draining or pulse.metrics.open_websockets >= pulse.settings.max_websockets:
         pulse.metrics.ws_refused += 1
         await _refuse(send, 503, "connection limit reached; retry later")
@@ -160,7 +194,7 @@ async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send:
     kinds = [] if behavioral else [KIND_EVENT]
     sub = Subscriber(access.project.id, kinds, msgpack=msgpack)
     sub.wakeup = inbox.wake  # a queued frame wakes this connection's one task
-    socket = Socket(pulse, access, sub, send, inbox, behavioral)
+    socket = Socket(pulse, access, sub, send, inbox, behavioral, batch)
     await send({"type": "websocket.accept", "subprotocol": chosen})
     # Nothing in the scope is needed after the handshake (access logging is off; hypercorn reads
     # it only before accepting), but it would hold the handshake's headers, path, query string and

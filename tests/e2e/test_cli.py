@@ -1,4 +1,5 @@
-"""The ``pulse project`` commands, and a server started on the data directory they wrote."""
+"""The ``pulse project`` commands, and a server started on the data directory they wrote; ``pulse
+serve``'s WebSocket compression modes as a browser's handshake sees them."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from wsproto.extensions import PerMessageDeflate
 
+from server import hypercorn_tuning
+from server.settings import COMPRESSION_MODES
 from tests.e2e.server_process import ROOT, ServerProcess
+from tests.e2e.ws_client import Client
 
 LINE = re.compile(r"^(?P<name>\S+)\s+(?P<id>\S+)\s+public: (?P<public>pk_\S+)\s+secret: (?P<secret>sk_\S+)\s*$")
 
@@ -122,3 +127,29 @@ async def test_server_accepts_the_created_projects_keys(provisioned: tuple[Serve
         listing = await http.get("/api/events", params={"key": beta.secret})
         assert listing.status_code == 200, listing.text
         assert [e["id"] for e in listing.json()["events"]] == [ingested.json()["eventId"]]
+
+
+@pytest.mark.parametrize("mode", COMPRESSION_MODES)
+async def test_serve_ws_compression_modes_as_a_browser_offering_deflate_sees_them(tmp_path: pathlib.Path,
+                                                                                    mode: str) -> None:
+    assert set(COMPRESSION_MODES) == set(hypercorn_tuning.COMPRESSION_MODES)  # the CLI offers each mode there is
+    proc = ServerProcess(tmp_path / "data", extra=["--ws-compression", mode]).start()
+    try:
+        offer = PerMessageDeflate()  # what browsers offer: permessage-deflate; client_max_window_bits
+        ws = await Client.connect(proc.url, "/api/v1/behavioral/stream", extensions=[offer])
+        assert ws.accepted is not None
+        if mode == "off":
+            assert ws.accepted.extensions == []
+        else:
+            (deflate,) = ws.accepted.extensions
+            assert isinstance(deflate, PerMessageDeflate)
+            # no-context-takeover: the server keeps no zlib state between messages, nor may the client
+            per_message = mode == "no-context-takeover"
+            assert deflate.server_no_context_takeover is per_message
+            assert deflate.client_no_context_takeover is per_message
+        await ws.send({"type": "ping", "requestId": "p" * 300})  # compressed both ways when negotiated
+        pong = await ws.json()
+        assert pong["type"] == "pong" and pong["requestId"] == "p" * 300
+        await ws.aclose()
+    finally:
+        assert proc.stop() == 0

@@ -8,87 +8,15 @@ is closed at once when the server shuts down.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import signal
 import time
-from typing import Any
 
 import httpx
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
 
 from tests.e2e.server_process import ServerProcess
-
-STEP_S = 10  # generous per-step deadline: a hang fails the test instead of stalling the suite
-
-
-class Client:
-    """A minimal WebSocket client (wsproto on a trio stream) that sees the server's close code."""
-
-    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
-        self.stream = stream
-        self.ws = ws
-        self.messages: list[str] = []
-        self.partial = ""  # wsproto hands a message over in pieces when its frame spans reads
-        self.close_code: int | None = None
-
-    @classmethod
-    async def connect(cls, base_url: str, path: str) -> Client:
-        host, port = base_url.removeprefix("http://").split(":")
-        stream = await trio.open_tcp_stream(host, int(port))
-        client = cls(stream, WSConnection(ConnectionType.CLIENT))
-        await stream.send_all(client.ws.send(Request(host=host, target=path)))
-        with trio.fail_after(STEP_S):
-            while True:
-                event = await client._next_event()
-                if isinstance(event, AcceptConnection):
-                    return client
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.stream.send_all(self.ws.send(TextMessage(data=json.dumps(message))))
-
-    async def json(self) -> dict[str, Any]:
-        with trio.fail_after(STEP_S):
-            while not self.messages:
-                if self.close_code is not None:
-                    raise AssertionError(f"closed with {self.close_code} while waiting for a message")
-                await self._next_event()
-        return json.loads(self.messages.pop(0))  # type: ignore[no-any-return]
-
-    async def until_closed(self) -> tuple[int, list[dict[str, Any]]]:
-        """Read until the server closes; returns the close code and the messages before it."""
-        with trio.fail_after(STEP_S):
-            while self.close_code is None:
-                await self._next_event()
-        seen = [json.loads(m) for m in self.messages]
-        self.messages.clear()
-        return self.close_code, seen
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-    async def _next_event(self) -> object:
-        for event in self.ws.events():
-            return self._note(event)
-        data = await self.stream.receive_some(65536)
-        self.ws.receive_data(data or None)
-        for event in self.ws.events():
-            return self._note(event)
-        return None
-
-    def _note(self, event: object) -> object:
-        if isinstance(event, Message):
-            self.partial += str(event.data)
-            if event.message_finished:
-                self.messages.append(self.partial)
-                self.partial = ""
-        elif isinstance(event, CloseConnection):
-            self.close_code = event.code
-        elif isinstance(event, Ping):
-            pass  # the server pings every 25 s; these tests are shorter
-        return event
+from tests.e2e.ws_client import STEP_S, Client
 
 
 async def _exited(proc: ServerProcess) -> None:

@@ -1,6 +1,7 @@
 """The transport under Pulse (server/hypercorn_tuning.py) with small ASGI apps, in this process:
 keep-alive deadlines from the server's timer wheel, the no-context-takeover deflate mode, the
-inbox's wake-up, and the subscriber queue (actors.hub.FrameQueue) the WebSocket task drains.
+inbox's wake-up, and the subscriber queue (actors.hub.FrameQueue) the WebSocket task drains, as
+the hub fills it.
 
 ``install`` patches hypercorn for the whole process; no other test serves hypercorn in-process.
 """
@@ -23,7 +24,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from actors.hub import Frame, FrameQueue, Subscriber
+from actors.hub import KIND_EVENT, Attrs, Frame, FrameQueue, Hub, Subscriber
+from actors.metrics import Metrics
 from server import hypercorn_tuning
 
 STEP_S = 10
@@ -214,3 +216,55 @@ def test_a_subscriber_wakes_its_connection_for_each_frame_and_when_its_queue_end
     assert sub.frames.receive_nowait().seq == 1
     with pytest.raises(trio.EndOfChannel):
         sub.frames.receive_nowait()
+
+
+def test_frame_queue_hands_over_what_waits_in_bounded_groups() -> None:
+    queue = FrameQueue(16)
+    with pytest.raises(trio.WouldBlock):
+        queue.receive_many_nowait(4, 100)
+    for n in range(1, 7):
+        queue.send_nowait(Frame(n, b"x" * 10, False))
+    queue.send_nowait(Frame(7, b"y" * 500, False))  # bigger than a whole group may be
+    queue.send_nowait(Frame(8, b"z", False))
+    groups = []
+    while True:
+        try:
+            groups.append([frame.seq for frame in queue.receive_many_nowait(4, 100)])
+        except trio.WouldBlock:
+            break
+    assert groups == [[1, 2, 3, 4], [5, 6], [7], [8]]  # at most 4 frames / 100 bytes, but never none
+    queue.send_nowait(_frame(9))
+    queue.close()
+    assert [frame.seq for frame in queue.receive_many_nowait(4, 100)] == [9]  # queued before the close
+    with pytest.raises(trio.EndOfChannel):
+        queue.receive_many_nowait(4, 100)
+
+
+def test_publishing_a_requests_messages_together_wakes_each_subscriber_once_and_keeps_order() -> None:
+    metrics = Metrics()
+    hub = Hub(metrics)
+    woken: dict[str, int] = {"wide": 0, "session": 0, "small": 0}
+    wide = Subscriber("p1", [KIND_EVENT])
+    session = Subscriber("p1", [KIND_EVENT], session_id="s1")
+    small = Subscriber("p1", [KIND_EVENT], queue_size=3)  # falls behind within the request
+    for name, sub in (("wide", wide), ("session", session), ("small", small)):
+        sub.wakeup = lambda name=name: woken.__setitem__(name, woken[name] + 1)  # type: ignore[misc]
+        hub.subscribe(sub)
+    messages = [(KIND_EVENT, Attrs(session_id="s1" if n % 2 else "s2"), {"n": n}, n, "") for n in range(1, 7)]
+    delivered = hub.publish_many("p1", messages)
+
+    def drained(sub: Subscriber) -> list[int]:
+        seqs = []
+        while True:
+            try:
+                seqs.append(sub.frames.receive_nowait().seq)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return seqs
+
+    assert drained(wide) == [1, 2, 3, 4, 5, 6]
+    assert drained(session) == [1, 3, 5]  # its session's messages only, in order
+    assert drained(small) == [1, 2, 3] and small.evicted  # what fit is still delivered, then it is closed
+    assert delivered == 6 + 3 + 3
+    assert woken == {"wide": 1, "session": 1, "small": 1}  # once per request, not once per message
+    assert metrics.drops["slow_subscriber"] == 1 and hub.subscriber_count() == 2
+    assert hub.publish_many("p1", messages[:1]) == 2  # the evicted one is gone from the hub
