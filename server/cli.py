@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         base = settings.node_id or socket.gethostname()
         settings.node_id = f"{base}-w{worker}-{os.getpid()}"
         settings.supervisor_pid = os.getppid()
+        settings.worker_index = int(worker)
     trio.run(run_server, settings)
     return 0
 

@@ -197,7 +197,10 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         async with trio.open_nursery() as edge:
             binds = await edge.start(partial(serve, cast(Any, app), hypercorn_config(settings), shutdown_trigger=pulse.shutdown.wait))
             project = await store.default_project()
-            print(banner(settings, binds, project, node_id), flush=True)
+            if settings.worker_index:  # the first worker prints the whole banner; the others one line
+                print(f"Pulse worker {settings.worker_index} ready (node {node_id})", flush=True)
+            else:
+                print(banner(settings, binds, project, node_id), flush=True)
             # Long-lived start-up objects never die: keep them out of the GC's generations (DESIGN.md).
             gc.collect()
             gc.freeze()

@@ -53,6 +53,7 @@ class Settings:
     node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)
     workers: int = 1  # processes serving the same port (the parent supervises them)
     supervisor_pid: int | None = None  # set in a worker: the parent it must not outlive
+    worker_index: int | None = None  # set in a worker: 0..workers-1
     # Entries kept per project in the Redis stream that reconnecting subscribers resume from. An
     # entry is one request's messages (one event or a whole batch), so memory is about
     # entries x request size: 2,000 single events ~ 2 MB, 2,000 100-event batches ~ 220 MB.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
+from typing import Final
 
 import httpx
 import trio
@@ -81,15 +83,24 @@ def _start_supervised(tmp_path: pathlib.Path, dsn: str, redis_url: str, node_id:
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, count: int, lines: list[str]) -> None:
+def _read_until(proc: subprocess.Popen[str], needles: tuple[str, ...], count: int, lines: list[str]) -> None:
+    """Read the output until lines holding any of ``needles`` were seen ``count`` times."""
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:
         lines.append(line)
-        seen += needle in line
+        seen += any(needle in line for needle in needles)
         if seen >= count:
             return
     raise AssertionError("".join(lines))
+
+
+WORKER_READY: Final = re.compile(r"^  bus: .* node (\S+)$|^Pulse worker \d+ ready \(node (\S+)\)$")
+
+
+def _node_ids(lines: list[str]) -> list[str]:
+    """The node of each worker: the first prints the whole banner, the others one line."""
+    return [m.group(1) or m.group(2) for line in lines if (m := WORKER_READY.match(line.rstrip("\n")))]
 
 
 def test_ctrl_c_to_the_process_group_drains_every_worker(
@@ -98,8 +109,9 @@ def test_ctrl_c_to_the_process_group_drains_every_worker(
     proc = _start_supervised(tmp_path, postgres_dsn, redis_server.url, node_id="fixed")
     lines: list[str] = []
     try:
-        _read_until(proc, "secret key:", 2, lines)
-        ids = [line.split("node ")[-1].strip() for line in lines if line.startswith("  bus:")]
+        _read_until(proc, ("secret key:", " ready (node "), 2, lines)
+        ids = _node_ids(lines)
+        assert sum("secret key:" in line for line in lines) == 1  # one whole banner, then one line per worker
         assert len(set(ids)) == 2 and all(i.startswith("fixed-w") for i in ids)  # --node-id is a prefix
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         out, _ = proc.communicate(timeout=30)
@@ -118,7 +130,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(
     proc = _start_supervised(tmp_path, postgres_dsn, redis_server.url)
     lines: list[str] = []
     try:
-        _read_until(proc, "secret key:", 2, lines)
+        _read_until(proc, ("secret key:", " ready (node "), 2, lines)
         proc.kill()  # SIGKILL: nothing can be forwarded
         # the workers share the pipe: it closes when the last of them has exited
         out, _ = proc.communicate(timeout=20)
