@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Pong, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Pong, Request, TextMessage
 
 from loadtest import stats as names
 from loadtest.channels import Incoming, WsChannel
@@ -23,16 +23,22 @@ from loadtest.stats import Stats
 STEP_S = 10
 
 
+async def _received(stream: trio.SocketStream, ws: WSConnection) -> list[Event] | None:
+    """The events of what a wsproto server connection reads next on ``stream``; None once the
+    client hung up. (A loop, not an async generator: trio cannot finalize one left early.)"""
+    data = await stream.receive_some(65536)
+    if not data:
+        return None
+    ws.receive_data(data)
+    return list(ws.events())
+
+
 async def _pinging_server(stream: trio.SocketStream, seen: list[str]) -> None:
     """Accept the handshake; when the client's close arrives, ping it, then answer the close."""
     ws = WSConnection(ConnectionType.SERVER)
     async with stream:
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            ws.receive_data(data)
-            for event in ws.events():
+        while (events := await _received(stream, ws)) is not None:
+            for event in events:
                 seen.append(type(event).__name__)
                 if isinstance(event, Request):
                     await stream.send_all(ws.send(AcceptConnection()))
@@ -92,12 +98,8 @@ async def _batching_server(stream: trio.SocketStream) -> None:
     send one event alone and a batch of an event and the event's ack, then close with 3008."""
     ws = WSConnection(ConnectionType.SERVER)
     async with stream:
-        while True:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            ws.receive_data(data)
-            for event in ws.events():
+        while (events := await _received(stream, ws)) is not None:
+            for event in events:
                 if isinstance(event, Request):
                     first = {"type": "batch", "messages": [{"type": "connected"}, _event(1), _event(2)]}
                     await stream.send_all(ws.send(AcceptConnection()) + ws.send(TextMessage(data=json.dumps(first))))
