@@ -68,6 +68,7 @@ SELECT_SNAPSHOTS_OF: Final = (
     " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(k_project, k_kind, k_key, i)"
     " JOIN snapshots s ON s.project = k.k_project AND s.kind = k.k_kind AND s.key = k.k_key"
 )
+_HISTORY_KEY_INDEX: Final = EVENT_COLUMNS.count(",") + 1  # where k.i follows the event's columns
 SELECT_HISTORY_EVENTS: Final = {
     kind: f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}, k.i"
     " FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS k(k_project, k_id, k_after, i),"
@@ -90,7 +91,7 @@ async def read_histories(conn: Connection, keys: list[HistoryKey]) -> dict[Histo
             continue
         after = [snapshots[i].upto_seq if i in snapshots else 0 for i in of_kind]
         for row in await conn.fetch(statement, [keys[i][0] for i in of_kind], [keys[i][2] for i in of_kind], after):
-            i = of_kind[row[16] - 1]
+            i = of_kind[row[_HISTORY_KEY_INDEX] - 1]
             events[i].append(event_from_row(keys[i][0], row))
     return {key: History(snapshots.get(i), events[i]) for i, key in enumerate(keys)}
 
