@@ -65,6 +65,7 @@ class ForwardItem(msgspec.Struct, array_like=True):
     ident: str
     events: list[Event]
     op: str = OP_APPLY
+    steps: bool = False  # ApplyEvents.steps
 
 
 class ForwardRequest(msgspec.Struct):
@@ -193,7 +194,7 @@ class ActorRouter:
         for i in indexes:
             (kind, project, ident), msg = requests[i]
             if isinstance(msg, ApplyEvents):
-                items.append(ForwardItem(kind, project, ident, msg.events))
+                items.append(ForwardItem(kind, project, ident, msg.events, OP_APPLY, msg.steps))
             elif isinstance(msg, GetView):
                 items.append(ForwardItem(kind, project, ident, [], OP_VIEW))
             else:
@@ -238,7 +239,7 @@ class ActorRouter:
             if self.owns(key) and not self.actors.closing:
                 mine.append(i)
                 moved[i] = False
-                requests.append((key, GetView() if item.op == OP_VIEW else ApplyEvents(events=item.events)))
+                requests.append((key, GetView() if item.op == OP_VIEW else ApplyEvents(events=item.events, steps=item.steps)))
         if mine:
             answers = await self.actors.ask_many(requests, timeout=max(0.1, request.timeout - 0.5), return_exceptions=True)
         else:

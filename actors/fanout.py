@@ -13,7 +13,7 @@ subscribers directly and the cross-node copy is counted as undelivered: local st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -58,6 +58,13 @@ class FanoutBus(Protocol):
 
 Message = tuple[str, Attrs, Any, int]  # kind, attrs, body (a JSON-encodable value), event seq or 0
 
+KIND_JOURNEY: Final = "journey"  # a completed journey for every node's models, never for subscribers
+
+
+class JourneySink(Protocol):
+    def share_with(self, share: Callable[[str, Any], Awaitable[None]]) -> None: ...
+    def receive_shared(self, project: str, body: bytes) -> None: ...
+
 
 def position(stream_id: str, index: int) -> str:
     return f"{stream_id}/{index}"
@@ -87,9 +94,22 @@ class Fanout:
         self.hub = hub
         self.metrics = metrics
         self.bus = bus
+        self._journeys: JourneySink | None = None
         if bus is not None:
             bus.on_entry(self._deliver_entry)
             bus.on_publish_failed(self._deliver_unpublished)
+
+    def on_journey(self, sink: JourneySink) -> None:
+        """In a cluster, completed journeys travel as bus entries of their own (kind "journey"),
+        so every node's models learn from every node's sessions; on one node nothing to do."""
+        if self.bus is None:
+            return
+        self._journeys = sink
+
+        async def share(project: str, journey: Any) -> None:
+            await self.publish(project, [(KIND_JOURNEY, Attrs(), journey, 0)])
+
+        sink.share_with(share)
 
     @property
     def clustered(self) -> bool:
@@ -128,6 +148,7 @@ class Fanout:
         if entry is None:
             return
         self.metrics.drops["cross_node_undelivered"] += len(entry)
+        entry = [m for m in entry if m.kind != KIND_JOURNEY]
         self.hub.publish_many(channel, [(m.kind, m.attrs(), msgspec.Raw(m.body), m.seq, "") for m in entry])
 
     def _decode(self, channel: str, stream_id: str, payload: bytes) -> list[StreamMessage] | None:
@@ -140,11 +161,22 @@ class Fanout:
 
     def _deliver_entry(self, channel: str, stream_id: str, payload: bytes) -> None:
         """The bus's callback for every entry of every node, in stream order."""
-        if not self.hub.has_subscribers(channel):
+        if self._journeys is not None and payload.find(b"\xa7journey") >= 0:  # cheap pre-check
+            entry = self._decode(channel, stream_id, payload)
+            if entry is None:
+                return
+            for message in entry:
+                if message.kind == KIND_JOURNEY:
+                    self._journeys.receive_shared(channel, message.body)
+            entry = [m for m in entry if m.kind != KIND_JOURNEY]
+            if not entry or not self.hub.has_subscribers(channel):
+                return
+        elif not self.hub.has_subscribers(channel):
             return
-        entry = self._decode(channel, stream_id, payload)
-        if entry is None:
-            return
+        else:
+            entry = self._decode(channel, stream_id, payload)
+            if entry is None:
+                return
         self.hub.publish_many(channel, [
             (message.kind, message.attrs(), msgspec.Raw(message.body), message.seq, position(stream_id, index))
             for index, message in enumerate(entry)

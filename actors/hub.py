@@ -25,6 +25,11 @@ KIND_EVENT: Final = "event"  # seed 004 streams: {"type":"event","data":StoredEv
 KIND_BEHAVIORAL: Final = "behavioral_event"
 KIND_METRICS: Final = "session_metrics"
 KIND_TRIGGER: Final = "trigger_notification"
+# Anomalies (actors/anomaly_watch.py) are about a whole service, so they reach project-wide
+# subscribers of both stream families (never ones scoped to a session or user: a public key can
+# only be scoped), whatever kinds or subscriptions they chose, as long as they receive something;
+# a seed-004 serviceName filter applies, eventName and userId filters do not (see Subscriber.matches).
+KIND_ANOMALY: Final = "anomaly"
 KINDS_BY_SUBSCRIPTION: Final = {
     "behavioral_events": KIND_BEHAVIORAL,
     "engagement_metrics": KIND_METRICS,
@@ -215,6 +220,8 @@ class Subscriber:
 
     def matches(self, kind: str, attrs: Attrs) -> bool:
         if kind not in self.kinds:
+            if kind == KIND_ANOMALY:
+                return self._wants_anomaly(attrs)
             return False
         if self.session_id is not None and attrs.session_id != self.session_id:
             return False
@@ -225,6 +232,11 @@ class Subscriber:
         if self.event_name is not None and attrs.event_name != self.event_name:
             return False
         return self.filter_user_id is None or attrs.user_id == self.filter_user_id
+
+    def _wants_anomaly(self, attrs: Attrs) -> bool:
+        if not self.kinds or self.session_id is not None or self.user_id is not None:
+            return False
+        return self.service_name is None or attrs.service_name == self.service_name
 
     def offer(self, frame: Frame) -> bool:
         """Queue without waiting; False (and evicted) when the queue is full or closed."""
@@ -325,6 +337,10 @@ class Hub:
 
     def has_subscribers(self, project: str) -> bool:
         return project in self._per_project
+
+    def subscribed_projects(self) -> list[str]:
+        """The projects with at least one subscriber on this node."""
+        return list(self._per_project)
 
     def publish(self, project: str, kind: str, attrs: Attrs, body: Any, *, seq: int = 0, pos: str = "") -> int:
         """Offer ``body`` to every matching subscriber of ``project``; returns how many took it."""

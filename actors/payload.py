@@ -34,6 +34,8 @@ class _Payload(msgspec.Struct, rename="camel"):
     device_type: object = None
     device_id: object = None
     session_context: object = None
+    user_profile: object = None
+    persona: object = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Payload)
@@ -47,6 +49,7 @@ class PayloadInfo(msgspec.Struct, frozen=True):
     scroll_depth: float | None = None  # normalized to [0, 1]
     device_type: str | None = None
     device_id: str | None = None
+    persona: str | None = None  # seed 000 ``userProfile.persona`` (or ``persona``)
 
 
 EMPTY_INFO: Final = PayloadInfo()
@@ -104,6 +107,7 @@ def extract(event: Event) -> PayloadInfo:
     - device type: ``Event.device_type``, ``deviceType``, ``sessionContext.deviceType``,
       ``metadata.deviceType``
     - device id: ``deviceId``, ``sessionContext.deviceId``, ``metadata.deviceId``
+    - persona: ``persona``, ``userProfile.persona``, ``metadata.persona``
 
     This runs for every event in every actor, so it is written for speed: plain dict lookups,
     no work for the (common) fields that are absent.
@@ -140,6 +144,11 @@ def extract(event: Event) -> PayloadInfo:
     if device_id is None and (context or meta):
         device_id = _str_in(context, "deviceId") or _str_in(meta, "deviceId")
 
-    if url is None and scroll is None and device_type is None and device_id is None:
+    top = payload.persona
+    persona = top if top and isinstance(top, str) else None
+    if persona is None and (payload.user_profile is not None or meta):
+        persona = _str_in(_dict(payload.user_profile), "persona") or _str_in(meta, "persona")
+
+    if url is None and scroll is None and device_type is None and device_id is None and persona is None:
         return EMPTY_INFO
-    return PayloadInfo(url=url, scroll_depth=scroll, device_type=device_type, device_id=device_id)
+    return PayloadInfo(url=url, scroll_depth=scroll, device_type=device_type, device_id=device_id, persona=persona)

@@ -148,7 +148,7 @@ class IngestPipeline:
         """Tell each session and user actor its share of the batch: one message per actor."""
         if not fresh:
             return True, {}
-        requests = _requests(fresh)
+        requests = _requests(fresh, steps=self.fanout.wanted(fresh[0].project))
         if not requests:
             return True, {}
         replies = await self.router.ask_many(requests, timeout=PROCESS_TIMEOUT_S)
@@ -169,12 +169,17 @@ class IngestPipeline:
         if not self.fanout.wanted(project):
             return
         messages: list[Message] = []
+        steps: dict[int, Any] = {}
+        for session in sessions.values():  # per-event insights travel apart from the session
+            if getattr(session, "steps", None):
+                steps.update(session.steps)
+                session.steps = None
         for event in fresh:
             attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
             messages.append((KIND_EVENT, attrs, event_message(event), event.seq))
             if event.source == SOURCE_BEHAVIORAL or event.session_id:
                 session = sessions.get(event.session_id) if event.session_id else None
-                messages.append((KIND_BEHAVIORAL, attrs, behavioral_message(event, session), event.seq))
+                messages.append((KIND_BEHAVIORAL, attrs, behavioral_message(event, session, steps.get(event.seq)), event.seq))
         published: set[str] = set()
         for event in fresh:
             if event.session_id and event.session_id in sessions and event.session_id not in published:
@@ -184,7 +189,7 @@ class IngestPipeline:
         await self.fanout.publish(project, messages)
 
 
-def _requests(events: list[Event]) -> ActorRequests:
+def _requests(events: list[Event], *, steps: bool = False) -> ActorRequests:
     """One ApplyEvents message per session actor and per user actor the events concern."""
     by_session: dict[tuple[str, str], list[Event]] = defaultdict(list)
     by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
@@ -194,7 +199,7 @@ def _requests(events: list[Event]) -> ActorRequests:
         if event.user_id:
             by_user[(event.project, event.user_id)].append(event)
     requests: ActorRequests = [
-        (("session", project, sid), ApplyEvents(events=evs)) for (project, sid), evs in by_session.items()
+        (("session", project, sid), ApplyEvents(events=evs, steps=steps)) for (project, sid), evs in by_session.items()
     ]
     requests += [(("user", project, uid), ApplyEvents(events=evs)) for (project, uid), evs in by_user.items()]
     return requests

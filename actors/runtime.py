@@ -558,9 +558,11 @@ class ActorSystem:
 
 # projection actors -------------------------------------------------------------------------------
 class ApplyEvents(msgspec.Struct, frozen=True):
-    """Apply a batch of (already committed) events of one key; the reply is the actor's view."""
+    """Apply a batch of (already committed) events of one key; the reply is the actor's view.
+    ``steps``: also report the state after each event (for stream messages; costs per event)."""
 
     events: list[Event]
+    steps: bool = False
 
 
 class GetView(msgspec.Struct, frozen=True):

@@ -16,6 +16,11 @@ from typing import Final
 
 import msgspec
 
+from actors.insights import scores
+from actors.insights.insight import NO_INSIGHTS, InsightCache, SessionInsights, StepInsight
+from actors.insights.journey import SESSION_GAP_MS, JourneyEvent
+from actors.insights.service import InsightService
+from actors.insights.tracker import JourneyLog, JourneyTracker
 from actors.payload import extract, is_page_view
 from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
 from protocol.record import Event
@@ -23,6 +28,7 @@ from protocol.record import Event
 __all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummary", "SessionView", "PAGES_KEPT", "KIND"]
 
 KIND: Final = "session"
+STEPS_FROM_REPLAY: Final = 1000  # a batch holds at most 1000 events
 PAGES_KEPT: Final = 100
 SCROLLS_KEPT: Final = 64
 
@@ -33,6 +39,7 @@ class PageState(msgspec.Struct, array_like=True):
     entered_at: int  # unix ms
     seq: int  # of the page-view event: orders two page views with the same timestamp
     scroll: float = 0.0  # max scroll depth seen on this page, 0..1
+    last_seen: int = -1  # event time of the page's latest event within its journey (-1: entered_at)
 
 
 class SessionState(msgspec.Struct, kw_only=True):
@@ -53,6 +60,7 @@ class SessionState(msgspec.Struct, kw_only=True):
     # arrives after scrolls that belong to it can take them back from the page before it.
     scrolls: list[tuple[int, int, float]] = msgspec.field(default_factory=list)
     scrolls_dropped_upto: tuple[int, int] = (0, 0)  # order of the latest scroll no longer kept
+    journeys: JourneyLog = msgspec.field(default_factory=JourneyLog)  # what the insights see (tracker.py)
 
 
 # view (the reply, JSON on the wire) --------------------------------------------------------------
@@ -77,6 +85,7 @@ class SessionView(msgspec.Struct, kw_only=True, rename="camel"):
     started_at: int | None  # min event timestamp, unix ms
     last_activity: int | None  # max event timestamp, unix ms
     last_event_type: str | None  # name of the latest event by (timestamp, seq)
+    insights: SessionInsights | None = None  # engagement, intent, patterns, predictions (docs/insights.md)
 
 
 class SessionSummary(msgspec.Struct, kw_only=True, rename="camel"):
@@ -95,6 +104,8 @@ class SessionSummary(msgspec.Struct, kw_only=True, rename="camel"):
     started_at: int | None
     last_activity: int | None
     last_event_type: str | None
+    insights: SessionInsights | None = None
+    steps: dict[int, StepInsight] | None = None  # per event seq, when asked for: the state after it
 
 
 def _page_order(page: PageState) -> tuple[int, int]:
@@ -104,6 +115,14 @@ def _page_order(page: PageState) -> tuple[int, int]:
 class SessionActor(ProjectionActor[SessionState, SessionView]):
     state_type = SessionState
 
+    def __init__(self, key: ActorKey, store: ActorStore, insights: InsightService | None = None) -> None:
+        super().__init__(key, store)
+        self.insights = insights or InsightService()
+        self.cache = InsightCache()
+        self.steps: dict[int, StepInsight] | None = None  # filled while a batch asks for per-event insights
+        self._replayed_steps: dict[int, StepInsight] = {}
+        self._tracker: JourneyTracker | None = None
+
     def initial_state(self) -> SessionState:
         return SessionState(session_id=self.ident)
 
@@ -112,10 +131,25 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
 
     def apply(self, events: list[Event]) -> None:
         state = self.state
+        tracker = self.tracker()
+        steps = self.steps
         for event in events:
             info = extract(event)
             ts = event.timestamp
             order = (ts, event.seq)
+            page_view = is_page_view(event.name)
+            tracker.add(JourneyEvent(ts, event.seq, event.name, info.url, info.scroll_depth, page_view))
+            journey = state.journeys.journey
+            if event.user_id and journey.user_id != event.user_id:
+                journey.user_id = event.user_id
+            if info.device_type and journey.device_type != info.device_type:
+                journey.device_type = info.device_type
+            if info.persona and journey.persona != info.persona:
+                journey.persona = info.persona
+            if steps is not None:
+                steps[event.seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
+            if state.pages and ts >= state.pages[-1].entered_at and ts - max(state.pages[-1].last_seen, state.pages[-1].entered_at) <= SESSION_GAP_MS:
+                state.pages[-1].last_seen = max(state.pages[-1].last_seen, ts)
             state.event_count += 1
             if event.user_id:
                 state.user_id = event.user_id
@@ -128,12 +162,23 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             if order >= state.last_event_order:
                 state.last_event_order = order
                 state.last_event_type = event.name
-            if is_page_view(event.name):
+            if page_view:
                 state.page_views += 1
                 if info.url is not None:  # a page view without a url is counted, not listed
                     self._add_page(PageState(info.url, ts, event.seq))
             if info.scroll_depth is not None:
                 self._add_scroll(order, info.scroll_depth)
+
+    def tracker(self) -> JourneyTracker:
+        """The journey tracker of the current state (a new one after activation replaced it)."""
+        tracker = self._tracker
+        if tracker is None or tracker.log is not self.state.journeys:
+            tracker = self._tracker = JourneyTracker(
+                self.state.journeys,
+                conversions=lambda: self.insights.conversions(self.project),
+                on_finished=lambda journey: self.insights.complete(self.project, scores.completed(journey, self.ident)),
+            )
+        return tracker
 
     def _add_page(self, page: PageState) -> None:
         pages = self.state.pages
@@ -194,10 +239,47 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         elif state.pages_dropped == 0:  # before the first page view (not a dropped page's scroll)
             state.unpaged_scroll = max(state.unpaged_scroll, depth)
 
-    def summary(self) -> SessionSummary:
+    async def activate(self) -> None:
+        # The batch that activates an actor is already committed, so the replay applies it, and
+        # the ApplyEvents that follows finds nothing new: keep the replay's per-event insights
+        # (the latest STEPS_FROM_REPLAY) for it.
+        self.steps = {}
+        try:
+            await super().activate()
+            replayed = sorted(self.steps)[-STEPS_FROM_REPLAY:]
+            self._replayed_steps = {seq: self.steps[seq] for seq in replayed}
+        finally:
+            self.steps = None
+
+    async def receive(self, msg: object) -> SessionView:
+        if isinstance(msg, ApplyEvents):
+            self.steps = {} if msg.steps else None
+            if self.steps is not None and self._replayed_steps:
+                self.steps.update((e.seq, self._replayed_steps[e.seq]) for e in msg.events if e.seq in self._replayed_steps)
+            self._replayed_steps = {}
+            try:
+                reply = await super().receive(msg)
+            finally:
+                self.steps = None
+            if self.state.journeys.events:
+                self.insights.touch(self.project, self.ident, self.tracker())
+            return reply
+        return await super().receive(msg)
+
+    def insight(self) -> SessionInsights:
+        return self.cache.insights(self.project, self.ident, self.tracker().settle(), self.insights)
+
+    def summary(self, insights: bool | None = None) -> SessionSummary:
+        """The live metrics; the insights only when asked (a GetView, or a batch whose events are
+        published): computing them costs more than applying a page view, and nobody may read them."""
         state = self.state
+        if insights is None:
+            insights = self.steps is not None
+        if insights:
+            self.tracker().settle()  # everything below reads the journey as of the newest event
         current = state.pages[-1] if state.pages else None
-        time_on_page = max(0, (state.last_activity or 0) - current.entered_at) if current else 0
+        time_on_page = self._page_time(current) if current else 0
+        steps = self.steps
         return SessionSummary(
             session_id=state.session_id,
             user_id=state.user_id,
@@ -211,17 +293,36 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             started_at=state.started_at,
             last_activity=state.last_activity,
             last_event_type=state.last_event_type,
+            insights=self.insight() if insights and state.journeys.events else NO_INSIGHTS,
+            steps=dict(steps) if steps else None,
         )
+
+    def _page_time(self, page: PageState) -> int:
+        """Event time on a page with no later page in its journey: to the journey's latest event
+        while the page belongs to the current journey, else to the page's own latest event."""
+        journey = self.state.journeys.journey
+        if self.state.journeys.events and page.entered_at >= journey.started_at:
+            return max(0, self.tracker().last_at() - page.entered_at)
+        return max(0, page.last_seen - page.entered_at)
 
     def view(self) -> SessionView:
         """The summary plus the page list (built only when asked for: GetView)."""
         state = self.state
+        self.tracker().settle()
         pages = state.pages
         visits: list[PageVisit] = []
         for i, page in enumerate(pages):
-            until = pages[i + 1].entered_at if i + 1 < len(pages) else state.last_activity
-            visits.append(PageVisit(page.url, page.entered_at, max(0, (until or 0) - page.entered_at)))
-        return SessionView(**msgspec.structs.asdict(self.summary()), pages=visits, pages_dropped=state.pages_dropped)
+            # event time only, within the page's journey: the next page's opening if it came
+            # before a session gap, else the page's own last event
+            after = pages[i + 1].entered_at if i + 1 < len(pages) else None
+            last = max(page.last_seen, page.entered_at)
+            if after is not None and after - last <= SESSION_GAP_MS:
+                visits.append(PageVisit(page.url, page.entered_at, max(0, after - page.entered_at)))
+            else:
+                visits.append(PageVisit(page.url, page.entered_at, self._page_time(page)))
+        summary = msgspec.structs.asdict(self.summary(insights=True))
+        del summary["steps"]
+        return SessionView(**summary, pages=visits, pages_dropped=state.pages_dropped)
 
 
 def session_factory(key: ActorKey, store: ActorStore) -> SessionActor:

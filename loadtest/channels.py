@@ -13,8 +13,8 @@ is dispatched as if it had come alone (a delivery with its own end-to-end latenc
 with the frame's arrival time. Frames holding one message (seed style) work on every socket.
 
 End-to-end latency: every event the generator sends carries ``sentAtNs`` (``time.time_ns()`` at the
-send) in ``eventData`` (seed 000 events) or ``metadata`` (seed 004 events). Any subscriber that gets
-the event back, in any worker process on this machine, subtracts it from its own ``time.time_ns()``.
+send) in ``eventData`` (seed 000 events; the stream's flat ``event`` has it at its top) or
+``metadata`` (seed 004 events). Any subscriber that gets the event back, in any worker process on this machine, subtracts it from its own ``time.time_ns()``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,18 @@ class _Payload(msgspec.Struct):
         return self.eventData or self.metadata
 
 
+class _FlatEvent(msgspec.Struct):
+    """Seed 000's flat ``event`` of a ``behavioral_event``: the ``eventData`` fields at its top."""
+
+    sentAtNs: int = 0
+    device: str = ""
+    seq: int = 0
+
+    @property
+    def marks(self) -> Marks | None:
+        return Marks(self.sentAtNs, self.device, self.seq) if self.sentAtNs else None
+
+
 class _StoredEvent(msgspec.Struct):
     payload: _Payload | None = None
 
@@ -68,7 +80,7 @@ class Incoming(msgspec.Struct):
     processed: bool | int | None = None  # ack: bool; batch_ack: count
     rejected: list[msgspec.Raw] = []
     code: str | None = None
-    event: _Payload | None = None  # behavioral_event (seed 000)
+    event: _FlatEvent | None = None  # behavioral_event (seed 000)
     data: _StoredEvent | None = None  # event (seed 004); also stats, whose payload is None
     messages: list[Incoming] = []  # batch: the messages it carries, in order (decoded in the same pass)
 

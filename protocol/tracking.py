@@ -188,6 +188,7 @@ class SuggestionsContext(Struct, kw_only=True, omit_defaults=True):
     serviceName: str | None = None
     eventName: str | None = None
     userId: str | None = None
+    userEvents: int | None = None  # with userId: the user's latest events (last 24 h) the filter looked at
 
 
 class SuggestionsResponse(Struct, kw_only=True):

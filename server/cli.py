@@ -11,11 +11,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
+# Before anything loads numpy (the insight models): one BLAS thread, see actors/insights/model.py.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from loadtest import cli as loadtest_cli
-from server.settings import COMPRESSION_MODES, DEFAULT_PORT, Settings
-from storage.base import Store
+import trio  # noqa: E402
+
+from loadtest import cli as loadtest_cli  # noqa: E402
+from server.settings import COMPRESSION_MODES, DEFAULT_PORT, Settings  # noqa: E402
+from storage.base import Store  # noqa: E402
 
 
 def _port(value: str) -> int:

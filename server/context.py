@@ -11,6 +11,7 @@ import trio
 from actors.cluster import ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
+from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
@@ -18,6 +19,7 @@ from server.auth import Access, authenticate, key_from
 from server.cors import Cors
 from server.http import Request
 from server.settings import Settings
+from server.suggestions import SuggestionCache
 from storage.base import Store
 
 
@@ -34,9 +36,11 @@ class Pulse:
     bus: Any  # storage.redis_bus.RedisBus, or None on one node
     router: ActorRouter
     fanout: Fanout
+    insights: InsightService
     started_at: float = field(default_factory=time.time)
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set
+    suggestions: SuggestionCache | None = None  # per-project suggestion cache (server/suggestions.py)
 
     def begin_shutdown(self) -> None:
         self.draining = True

@@ -23,13 +23,26 @@ from protocol.normalize import (
     iso_ms,
 )
 from protocol.record import Event
-from protocol.tracking import BatchTrackEventResponse, EventResult, TrackEventResponse
+from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
 from server.context import Pulse
 from server.http import Request, Send, encode_json, respond
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _suggestions_for_event(pulse: Pulse, event: Event) -> list[AISuggestion]:
+    """The cached suggestions about this event's service or name (a dict lookup; server/suggestions.py)."""
+    cache = pulse.suggestions
+    return [] if cache is None else cache.for_event(event.project, event.service_name, event.name)
+
+
+def _suggestions_for_batch(pulse: Pulse, decoded: Decoded) -> list[AISuggestion]:
+    cache = pulse.suggestions
+    if cache is None or not decoded.accepted:
+        return []
+    return cache.for_batch(decoded.accepted[0][1].project, (event for _, event in decoded.accepted))
 
 
 async def track_one(pulse: Pulse, req: Request, send: Send, event_name: str, started: float) -> int:
@@ -49,7 +62,7 @@ async def track_one(pulse: Pulse, req: Request, send: Send, event_name: str, sta
     answer = TrackEventResponse(
         success=True,
         message="Event already tracked (duplicate id)" if outcome.duplicate else "Event tracked successfully",
-        suggestions=[],
+        suggestions=_suggestions_for_event(pulse, event),
         eventId=outcome.id,
         timestamp=iso_ms(event.timestamp),
         duplicate=outcome.duplicate,
@@ -89,7 +102,7 @@ async def track_batch(pulse: Pulse, req: Request, send: Send, started: float) ->
     answer = BatchTrackEventResponse(
         success=not decoded.rejected,
         processedCount=len(rows),
-        suggestions=[],
+        suggestions=_suggestions_for_batch(pulse, decoded),
         batchId=decoded.batch_id,
         timestamp=iso_ms(now_ms()),
         storedCount=len(rows) - duplicates,

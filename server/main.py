@@ -26,16 +26,19 @@ from hypercorn.trio import serve
 from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
+from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary, SessionView
 from actors.user import UserActor, UserSummary, UserView
 from server import hypercorn_tuning
+from server.anomalies import watch_from_env
 from server.app import PulseApp
 from server.context import Pulse
 from server.cors import Cors
 from server.settings import Settings
+from server.suggestions import SuggestionCache
 from storage.base import Project, Store
 from storage.sqlite import SqliteStore
 
@@ -162,7 +165,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(store.run)
         if bus is not None:
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
-        actors = ActorSystem(store, {"session": SessionActor, "user": UserActor}, idle_ttl=settings.idle_ttl)
+        insights = InsightService(store)
+        sessions = partial(SessionActor, insights=insights)
+        actors = ActorSystem(store, {"session": sessions, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
         router = ActorRouter(
             actors,
@@ -175,6 +180,8 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             },
         )
         fanout = Fanout(hub, metrics, bus)
+        fanout.on_journey(insights)  # in a cluster, journeys completed anywhere reach every node's models
+        await services.start(insights.run)
         pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())
         pulse = Pulse(
@@ -189,8 +196,12 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             bus=bus,
             router=router,
             fanout=fanout,
+            insights=insights,
         )
+        pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
+        await services.start(pulse.suggestions.run)
         app = PulseApp(pulse)
+        await services.start(watch_from_env(store, hub).run)  # live anomalies (server/anomalies.py)
         await services.start(partial(_watch_signals, pulse))  # until the very end of the process
         if settings.supervisor_pid is not None:
             services.start_soon(_watch_supervisor, pulse, settings.supervisor_pid)

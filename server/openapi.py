@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import behavioral, tracking
+from protocol import anomaly, behavioral, tracking
 
 REF = "#/components/schemas/{name}"
 
@@ -65,6 +65,8 @@ def document() -> bytes:
         behavioral.BehavioralBatch,
         behavioral.BehavioralIngestResponse,
         behavioral.BehavioralBatchResponse,
+        anomaly.AnomaliesResponse,
+        anomaly.AnomalyMessage,
     ]
     _, components = msgspec.json.schema_components(kinds, ref_template=REF)
     event_path = {
@@ -95,6 +97,26 @@ def document() -> bytes:
         },
         "/api/events/suggestions": {
             "get": _op("Suggestions", _ok(tracking.SuggestionsResponse), params=["eventName", "serviceName", "userId", "limit"])
+        },
+        "/api/events/export": {
+            "get": _op(
+                "ML feature export (seed 004 MLFeatureSet), one row per event, oldest first, streamed "
+                "(chunked); format=ndjson (default), csv or parquet; the filters of GET /api/events; "
+                "times in UTC; columns in docs/export.md",
+                {
+                    "description": "an attachment (Content-Disposition) in the requested format",
+                    "content": {
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                params=["format", "from", "to", "type", "serviceName", "userId", "sessionId", "correlationId", "eventName"],
+            )
+        },
+        "/api/events/anomalies": {
+            "get": _op("Anomalous minutes per service: response time, error rate, volume (docs/anomalies.md)",
+                       _ok(anomaly.AnomaliesResponse), params=["from", "to", "serviceName"])
         },
         "/api/events/stream": {"get": _op("Server-Sent Events: event, stats, ping", _ok(None, "text/event-stream"))},
         "/api/v1/behavioral/events": {

@@ -6,8 +6,6 @@ event listing itself reads the log, through indexes, a page at a time.
 
 from __future__ import annotations
 
-import time
-
 from protocol.normalize import iso_ms
 from protocol.tracking import (
     DayCountOut,
@@ -17,12 +15,13 @@ from protocol.tracking import (
     ServicesResponse,
     ServicesSummary,
     ServiceStats,
-    SuggestionsContext,
     SuggestionsResponse,
     TimeRange,
 )
 from protocol.views import stored_event
 from server.params import decode_cursor, encode_cursor, int_param, text_param, time_param
+from server.suggestions import SuggestionCache
+from server.suggestions import answer as suggestions_answer
 from storage.base import MAX_PAGE, EventCount, EventFilter, ServiceAggregate, Store
 
 DEFAULT_LIMIT = 100
@@ -51,13 +50,12 @@ def _top(events: list[EventCount], total: int) -> list[EventCountOut]:
     return [EventCountOut(eventName=e.name, count=e.count, percentage=_pct(e.count, total)) for e in events]
 
 
-async def query_events(store: Store, project: str, query: dict[str, str]) -> EventsQueryResponse:
-    since = time_param(query, "from")
-    until = time_param(query, "to")
-    flt = EventFilter(
+def event_filter(project: str, query: dict[str, str]) -> EventFilter:
+    """The filters of GET /api/events (and of its export, server/export.py)."""
+    return EventFilter(
         project=project,
-        since_ms=since,
-        until_ms=until,
+        since_ms=time_param(query, "from"),
+        until_ms=time_param(query, "to"),
         name_contains=text_param(query, "type"),
         event_name=text_param(query, "eventName"),
         service_name=text_param(query, "serviceName"),
@@ -65,6 +63,11 @@ async def query_events(store: Store, project: str, query: dict[str, str]) -> Eve
         session_id=text_param(query, "sessionId"),
         correlation_id=text_param(query, "correlationId"),
     )
+
+
+async def query_events(store: Store, project: str, query: dict[str, str]) -> EventsQueryResponse:
+    flt = event_filter(project, query)
+    since, until = flt.since_ms, flt.until_ms
     limit = int_param(query, "limit", DEFAULT_LIMIT, low=1, high=MAX_PAGE, clamp=True)
     page = await store.query_events(flt, limit=limit, cursor=decode_cursor(query.get("cursor")))
     total = await store.count_events(project)
@@ -120,19 +123,9 @@ async def statistics(store: Store, project: str, query: dict[str, str]) -> Event
     )
 
 
-async def suggestions(store: Store, project: str, query: dict[str, str]) -> SuggestionsResponse:
-    """Suggestions come with the insights work (a later issue); until then the list is empty and
-    only the context, computed from the aggregates, is reported."""
-    service = text_param(query, "serviceName")
-    day_ago = time.time_ns() // 1_000_000 - 86_400_000
-    aggs = await store.service_stats(project, since_ms=day_ago, service_name=service)
-    return SuggestionsResponse(
-        suggestions=[],
-        context=SuggestionsContext(
-            timeRange="last-24h",
-            totalEvents=sum(a.event_count for a in aggs),
-            serviceName=service,
-            eventName=text_param(query, "eventName"),
-            userId=text_param(query, "userId"),
-        ),
-    )
+async def suggestions(
+    store: Store, project: str, query: dict[str, str], cache: SuggestionCache | None = None
+) -> SuggestionsResponse:
+    """Suggestions from live statistics (server/suggestions.py, docs/suggestions.md), with the
+    context computed from the same aggregates; ``cache`` is the server's (a throwaway one without)."""
+    return await suggestions_answer(cache if cache is not None else SuggestionCache(store), project, query)

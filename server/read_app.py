@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -16,7 +17,7 @@ from quart_trio import QuartTrio
 
 from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
-from server import queries
+from server import insight_routes, queries
 from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
@@ -92,10 +93,26 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         granted = await access()
         return json_response(await queries.statistics(pulse.store, granted.project.id, args()))
 
+    @app.get("/api/events/anomalies")
+    async def anomalies_route() -> Response:
+        """Anomalous minutes per service (docs/anomalies.md)."""
+        from server.anomalies import anomalies
+
+        granted = await access()
+        return json_response(await anomalies(pulse.store, granted.project.id, args()))
+
     @app.get("/api/events/suggestions")
     async def suggestions() -> Response:
         granted = await access()
-        return json_response(await queries.suggestions(pulse.store, granted.project.id, args()))
+        return json_response(await queries.suggestions(pulse.store, granted.project.id, args(), pulse.suggestions))
+
+    @app.get("/api/events/export")
+    async def export() -> Response:
+        """Seed 004's MLFeatureSet per event, streamed (docs/export.md)."""
+        from server.export import export_response
+
+        granted = await access()
+        return await export_response(pulse.store, granted.project.id, args())
 
     @app.get("/api/v1/behavioral/health")
     async def health_route() -> Response:
@@ -107,6 +124,8 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         await access()
         return json_response(await performance(pulse))
 
+    user_insights = insight_routes.register(app, pulse, access, args, json_response)
+
     @app.get("/api/v1/behavioral/sessions/<session_id>")
     async def session_state(session_id: str) -> Response:
         """A session's live state, from the actor that owns it (on whichever node that is)."""
@@ -115,10 +134,13 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
 
     @app.get("/api/v1/behavioral/users/<user_id>")
     async def user_state(user_id: str) -> Response:
+        """A user's live state across devices, with the insights of its recent sessions."""
         granted = await access()
-        return await live_view(("user", granted.project.id, user_id), "event_count")
+        return await live_view(("user", granted.project.id, user_id), "event_count",
+                               extend=lambda view: user_insights(granted.project.id, view))
 
-    async def live_view(key: tuple[str, str, str], count_field: str) -> Response:
+    async def live_view(key: tuple[str, str, str], count_field: str,
+                        extend: Callable[[Any], Awaitable[dict[str, Any]]] | None = None) -> Response:
         if "\x00" in key[2]:  # no event can carry it (rejected at ingest): nothing to look up
             reason = f"no events for {key[0]} {key[2]!r}"
             return json_response({"success": False, "error": {"code": "not_found", "reason": reason}}, 404)
@@ -130,6 +152,8 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         if not getattr(view, count_field, 0):
             reason = f"no events for {key[0]} {key[2]!r}"
             return json_response({"success": False, "error": {"code": "not_found", "reason": reason}}, 404)
+        if extend is not None:
+            return json_response({**msgspec.to_builtins(view), "insights": await extend(view)})
         return json_response(view)
 
     async def admin() -> Access:

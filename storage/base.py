@@ -109,6 +109,18 @@ class DayCount(msgspec.Struct):
     count: int
 
 
+class MinuteRow(msgspec.Struct, frozen=True):
+    """One service's per-minute aggregate, summed over event names (the anomaly detector's input)."""
+
+    service_name: str | None  # None groups events sent without a serviceName
+    minute: int  # unix ms // 60_000
+    count: int
+    with_status: int
+    errors: int
+    with_rt: int
+    rt_sum: float
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     state: bytes
     upto_seq: int  # the snapshot includes every event of its key with seq <= upto_seq
@@ -152,6 +164,11 @@ class Store(Protocol):
         """
 
     async def query_events(self, flt: EventFilter, *, limit: int, cursor: Cursor | None) -> EventPage: ...
+    async def query_events_ascending(self, flt: EventFilter, *, limit: int, after: Cursor | None) -> list[Event]:
+        """Up to ``limit`` (<= MAX_PAGE) events matching ``flt`` with (timestamp, seq) > ``after``,
+        oldest first: ORDER BY timestamp, seq (the export's keyset scan; no count). Fewer than
+        ``limit`` means the end; the next page starts after the last event's (timestamp, seq)."""
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         """Events of ``project`` with seq > after_seq, oldest first (stream resume)."""
 
@@ -181,6 +198,12 @@ class Store(Protocol):
     async def per_day(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None
     ) -> list[DayCount]: ...
+    async def minute_series(
+        self, project: str, *, since_ms: int, until_ms: int, service_name: str | None = None
+    ) -> list[MinuteRow]:
+        """Per service and minute (the minutes containing since_ms..until_ms), summed over event
+        names, ordered by service then minute; minutes without events have no row. ``service_name``
+        selects one service ("" selects the events sent without one)."""
 
     # actor snapshots -----------------------------------------------------------------------------
     async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None: ...

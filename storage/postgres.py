@@ -50,6 +50,7 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    MinuteRow,
     Project,
     ServiceAggregate,
     Snapshot,
@@ -337,6 +338,11 @@ class PostgresStore(WriteQueueFront):
             lambda conn: q.query_events(conn, flt, limit, cursor, fold), snapshot=True
         )
 
+    async def query_events_ascending(self, flt: EventFilter, *, limit: int, after: Cursor | None) -> list[Event]:
+        assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
+        fold = self._fold
+        return await self._read(lambda conn: q.query_events_ascending(conn, flt, limit, after, fold))
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         return await self._events(project, q.SELECT_EVENTS_AFTER, after_seq, _limit(limit))
 
@@ -386,6 +392,12 @@ class PostgresStore(WriteQueueFront):
     ) -> list[DayCount]:
         plan = agg.plan_range(since_ms, until_ms)
         return await self._read(lambda conn: q.per_day(conn, project, plan))
+
+    async def minute_series(
+        self, project: str, *, since_ms: int, until_ms: int, service_name: str | None = None
+    ) -> list[MinuteRow]:
+        lo, hi = since_ms // agg.MINUTE_MS, until_ms // agg.MINUTE_MS
+        return await self._read(lambda conn: q.minute_series(conn, project, lo, hi, service_name))
 
     # snapshots ----------------------------------------------------------------------------------
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:

@@ -27,6 +27,7 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    MinuteRow,
     Project,
     ServiceAggregate,
     Snapshot,
@@ -171,6 +172,22 @@ async def query_events(
     return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
 
 
+async def query_events_ascending(
+    conn: Connection, flt: EventFilter, limit: int, after: Cursor | None, fold: str
+) -> list[Event]:
+    """One page of the export's scan, oldest first: query_events' index ranges walked forward,
+    and no count."""
+    where, params = _where(flt, fold)
+    if after is not None:
+        n = len(params)
+        where += f" AND (timestamp, seq) > (${n + 1}, ${n + 2})"
+        params += [after.timestamp, after.seq]
+    params.append(limit)
+    page_sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY timestamp, seq LIMIT ${len(params)}"
+    rows = await conn.fetch(page_sql, *params)
+    return [event_from_row(flt.project, row) for row in rows]
+
+
 # Aggregates -----------------------------------------------------------------------------------------
 _COLS: Final = "service, name, count, with_status, errors, with_rt, rt_sum, last_seen"
 # $1 project, $2..$3 days, $4..$5 head minutes, $6..$7 tail minutes (RangePlan.params). BETWEEN on
@@ -202,6 +219,12 @@ TOP_EVENTS_WHOLE: Final = (
 PER_DAY: Final = (
     f"SELECT day, sum(count)::bigint AS n FROM ({_RANGE_ROWS}) AS r GROUP BY day HAVING sum(count) > 0"
     " ORDER BY day"
+)
+MINUTE_SERIES: Final = (
+    "SELECT service, minute, sum(count)::bigint, sum(with_status)::bigint, sum(errors)::bigint,"
+    " sum(with_rt)::bigint, coalesce(sum(rt_sum), 0)::float8 FROM agg_minute"
+    " WHERE project = $1 AND minute BETWEEN $2 AND $3 AND ($4::text IS NULL OR service = $4)"
+    " GROUP BY service, minute HAVING sum(count) > 0 ORDER BY service, minute"
 )
 SERVICE_NAMES: Final = (
     "SELECT DISTINCT service FROM agg_total WHERE project = $1 AND service <> '' AND count > 0 ORDER BY service"
@@ -235,6 +258,11 @@ async def top_events(conn: Connection, project: str, plan: RangePlan, limit: int
 async def per_day(conn: Connection, project: str, plan: RangePlan) -> list[DayCount]:
     rows = await conn.fetch(PER_DAY, *plan.params(project))
     return [DayCount(day_string(day), count) for day, count in rows]
+
+
+async def minute_series(conn: Connection, project: str, lo: int, hi: int, service_name: str | None) -> list[MinuteRow]:
+    rows = await conn.fetch(MINUTE_SERIES, project, lo, hi, service_name)
+    return [MinuteRow(r[0] or None, r[1], r[2], r[3], r[4], r[5], float(r[6])) for r in rows]
 
 
 # Projects -------------------------------------------------------------------------------------------

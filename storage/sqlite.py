@@ -30,7 +30,7 @@ import trio
 from protocol.record import AppendOutcome, Event
 from storage import sqlite_aggregates as agg
 from storage import sqlite_schema as sql
-from storage.aggregates import plan_range
+from storage.aggregates import MINUTE_MS, plan_range
 from storage.base import (
     MAX_PAGE,
     Cursor,
@@ -40,6 +40,7 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    MinuteRow,
     Project,
     ServiceAggregate,
     Snapshot,
@@ -342,6 +343,12 @@ class SqliteStore(WriteQueueFront):
             lambda conn: sql.query_events(conn, self._num(conn, flt.project), flt, limit, cursor)
         )
 
+    async def query_events_ascending(self, flt: EventFilter, *, limit: int, after: Cursor | None) -> list[Event]:
+        assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
+        return await self._read(
+            lambda conn: sql.query_events_ascending(conn, self._num(conn, flt.project), flt, limit, after)
+        )
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         return await self._events(project, sql.SELECT_EVENTS_AFTER, after_seq, limit)
 
@@ -393,6 +400,12 @@ class SqliteStore(WriteQueueFront):
     ) -> list[DayCount]:
         plan = plan_range(since_ms, until_ms)
         return await self._read(lambda conn: agg.read_per_day(conn, project, plan))
+
+    async def minute_series(
+        self, project: str, *, since_ms: int, until_ms: int, service_name: str | None = None
+    ) -> list[MinuteRow]:
+        lo, hi = since_ms // MINUTE_MS, until_ms // MINUTE_MS
+        return await self._read(lambda conn: agg.read_minute_series(conn, project, lo, hi, service_name))
 
     # snapshots ----------------------------------------------------------------------------------
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:

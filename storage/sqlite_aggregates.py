@@ -30,7 +30,7 @@ from storage.aggregates import (
     rollup,
     service_aggregate,
 )
-from storage.base import DayCount, EventCount, ServiceAggregate
+from storage.base import DayCount, EventCount, MinuteRow, ServiceAggregate
 
 
 def upsert(conn: sqlite3.Connection, stored: list[Event]) -> None:
@@ -75,6 +75,12 @@ TOP_EVENTS_WHOLE: Final = (
 PER_DAY: Final = f"SELECT day, sum(count) AS n FROM ({_RANGE_ROWS}) GROUP BY day HAVING n > 0 ORDER BY day"
 SERVICE_NAMES: Final = "SELECT DISTINCT service FROM agg_total WHERE project = ? AND service != '' AND count > 0 ORDER BY service"
 
+MINUTE_SERIES: Final = (
+    "SELECT service, minute, sum(count), sum(with_status), sum(errors), sum(with_rt), total(rt_sum)"
+    " FROM agg_minute WHERE project = ?1 AND minute BETWEEN ?2 AND ?3 AND (?4 IS NULL OR service = ?4)"
+    " GROUP BY service, minute HAVING sum(count) > 0 ORDER BY service, minute"
+)
+
 ServiceRow = tuple[str, str, int, int, int, int, float, int]
 
 
@@ -105,3 +111,11 @@ def read_top_events(conn: sqlite3.Connection, project: str, plan: RangePlan, lim
 def read_per_day(conn: sqlite3.Connection, project: str, plan: RangePlan) -> list[DayCount]:
     rows = conn.execute(PER_DAY, plan.params(project)).fetchall()
     return [DayCount(day_string(day), count) for day, count in rows]
+
+
+def read_minute_series(
+    conn: sqlite3.Connection, project: str, lo: int, hi: int, service_name: str | None
+) -> list[MinuteRow]:
+    """Per-minute rows of minutes lo..hi (one index range of agg_minute's primary key)."""
+    rows = conn.execute(MINUTE_SERIES, (project, lo, hi, service_name)).fetchall()
+    return [MinuteRow(service or None, minute, n, st, er, wr, float(rs)) for service, minute, n, st, er, wr, rs in rows]

@@ -303,3 +303,21 @@ def query_events(
     events = [event_from_row(flt.project, row) for row in rows[:limit]]
     next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
     return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
+
+
+def query_events_ascending(
+    conn: sqlite3.Connection, num: int, flt: EventFilter, limit: int, after: Cursor | None
+) -> list[Event]:
+    """One page of the export's scan, oldest first: the same index ranges as query_events, walked
+    forward, and no count."""
+    where, params = _where(num, flt)
+    if after is not None:
+        # The redundant ``timestamp >= ?`` gives the planner an index range to seek to.
+        where += " AND timestamp >= ? AND (timestamp > ? OR seq > ?)"
+        params += [after.timestamp, after.timestamp, after.seq]
+    page_sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events{_index_hint(flt)} WHERE {where}"
+        " ORDER BY timestamp, seq LIMIT ?"
+    )
+    rows = conn.execute(page_sql, (*params, limit)).fetchall()
+    return [event_from_row(flt.project, row) for row in rows]

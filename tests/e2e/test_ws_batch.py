@@ -114,7 +114,7 @@ async def test_msgpack_batches_decode_to_the_messages_a_msgpack_socket_gets_one_
     assert all(isinstance(frame, bytes) for frame in received["batching"])
     messages, sizes = _flatten(received["batching"], msgspec.msgpack.decode)
     assert messages == one_by_one
-    assert [m["event"]["eventData"]["i"] for m in messages if m["type"] == "behavioral_event"] == list(range(300))
+    assert [m["event"]["i"] for m in messages if m["type"] == "behavioral_event"] == list(range(300))
     assert max(sizes) > 15  # past MessagePack's fixarray: the array header of the envelope has 3 bytes
 
 

@@ -26,6 +26,7 @@ from storage.base import (
     EventCount,
     EventFilter,
     History,
+    MinuteRow,
     ServiceAggregate,
     Snapshot,
     Store,
@@ -414,6 +415,50 @@ async def test_pagination_visits_every_event_once(
     assert seen == want
 
 
+@pytest.mark.parametrize(
+    ("fields", "limit"),
+    [
+        ({}, 1000),
+        ({}, 97),
+        ({"service_name": "pay"}, 47),
+        ({"session_id": "s2"}, 10),
+        ({"correlation_id": "c1", "since_ms": T0 + DAY // 2}, 13),
+        ({"name_contains": "page", "until_ms": T0 + 2 * DAY}, 50),
+    ],
+    ids=lambda v: ",".join(v) or "none" if isinstance(v, dict) else str(v),
+)
+async def test_ascending_scan_visits_every_event_once_oldest_first(
+    store: Store, fields: dict[str, object], limit: int
+) -> None:
+    """The export's scan: the same matches as query_events, in (timestamp, seq) order, ties by seq."""
+    project = await project_id(store)
+    events = await seeded_events(store, project, 2500, seed=5, distinct_stamps=40)
+    noise = (await store.create_project("noise")).id
+    await store.append([make_event(noise, service_name="pay", session_id="s2") for _ in range(5)])
+    flt = EventFilter(project=project, **fields)  # type: ignore[arg-type]
+    want = expected_page(events, flt)[::-1]
+    seen: list[str] = []
+    after: Cursor | None = None
+    for _ in range(len(want) // limit + 2):
+        page = await store.query_events_ascending(flt, limit=limit, after=after)
+        seen += [e.id for e in page]
+        if len(page) < limit:
+            break
+        after = Cursor(page[-1].timestamp, page[-1].seq)
+    assert seen == want
+    by_id = {e.id: e for e in events}
+    assert page == [by_id[i] for i in want[len(want) - len(page) :]]  # whole events read back
+
+
+async def test_ascending_scan_of_nothing(store: Store) -> None:
+    project = await project_id(store)
+    assert await store.query_events_ascending(EventFilter(project=project), limit=10, after=None) == []
+    await store.append([make_event(project, ts=T0)])
+    flt = EventFilter(project=project, since_ms=T0 + 1)
+    assert await store.query_events_ascending(flt, limit=10, after=None) == []
+    assert await store.query_events_ascending(EventFilter(project=project), limit=10, after=Cursor(T0, 10**9)) == []
+
+
 async def test_events_after_and_replays(store: Store) -> None:
     project = await project_id(store)
     other = (await store.create_project("elsewhere")).id
@@ -474,6 +519,44 @@ async def test_actor_histories_read_together(store: Store) -> None:
 
 
 # aggregates ---------------------------------------------------------------------------------------
+async def test_minute_series_sums_event_names_per_service_and_minute(store: Store) -> None:
+    project = await project_id(store)
+    other = (await store.create_project("elsewhere")).id
+    spec = [
+        # service, name, status, rt, ts
+        ("pay", "charge", 200, 100.0, T0 + 10),
+        ("pay", "refund", 500, 300.0, T0 + 59_999),  # same minute, another name: summed
+        ("pay", "charge", None, None, T0 + MINUTE + 1),
+        ("pay", "charge", 404, 20.0, T0 + 3 * MINUTE),
+        ("auth", "login", 401, 5.5, T0 + 2 * MINUTE),
+        (None, "ping", None, None, T0 + 10),
+        ("pay", "charge", 200, 1.0, T0 - 1),  # the minute before the range
+        ("pay", "charge", 200, 1.0, T0 + 4 * MINUTE),  # the minute after it
+    ]
+    await store.append([make_event(project, name=n, service_name=svc, status_code=st, response_time_ms=rt, ts=ts)
+                        for svc, n, st, rt, ts in spec])  # fmt: skip
+    await store.append([make_event(other, service_name="pay", ts=T0 + 10)])
+    rows = await store.minute_series(project, since_ms=T0 + 30_000, until_ms=T0 + 3 * MINUTE + 5)
+    m0 = T0 // MINUTE
+    # events without a service ('' in the tables) come as None, first or last depending on collation
+    assert [r for r in rows if r.service_name is None] == [MinuteRow(None, m0, 1, 0, 0, 0, 0.0)]
+    named = [r for r in rows if r.service_name is not None]
+    assert named == [
+        MinuteRow("auth", m0 + 2, 1, 1, 1, 1, 5.5),
+        MinuteRow("pay", m0, 2, 2, 1, 2, 400.0),
+        MinuteRow("pay", m0 + 1, 1, 0, 0, 0, 0.0),
+        MinuteRow("pay", m0 + 3, 1, 1, 1, 1, 20.0),
+    ]
+    only_pay = await store.minute_series(project, since_ms=T0 - MINUTE, until_ms=T0 + 10 * MINUTE, service_name="pay")
+    assert [(r.minute - m0, r.count) for r in only_pay] == [(-1, 1), (0, 2), (1, 1), (3, 1), (4, 1)]
+    assert await store.minute_series(project, since_ms=T0 + DAY, until_ms=T0 + 2 * DAY) == []
+    # "" selects the events sent without a serviceName
+    assert await store.minute_series(project, since_ms=T0, until_ms=T0 + DAY, service_name="") == [
+        MinuteRow(None, m0, 1, 0, 0, 0, 0.0)
+    ]
+    assert await store.minute_series(other, since_ms=T0, until_ms=T0 + MINUTE) == [MinuteRow("pay", m0, 1, 0, 0, 0, 0.0)]
+
+
 async def test_service_stats_from_known_inputs(store: Store) -> None:
     project = await project_id(store)
     spec = [

@@ -1,0 +1,1 @@
+"""Insights: engagement, intent, patterns and the learned models (sans-IO), plus their services."""
