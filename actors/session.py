@@ -21,7 +21,7 @@ from actors.insights.insight import NO_INSIGHTS, InsightCache, SessionInsights, 
 from actors.insights.journey import SESSION_GAP_MS, JourneyEvent
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
-from actors.payload import extract, is_page_view
+from actors.payload import PAGE_VIEW_NAMES, extract
 from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
 from protocol.record import Event
 
@@ -137,8 +137,9 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             info = extract(event)
             ts = event.timestamp
             order = (ts, event.seq)
-            page_view = is_page_view(event.name)
-            tracker.add(JourneyEvent(ts, event.seq, event.name, info.url, info.scroll_depth, page_view))
+            name = event.name.lower()
+            page_view = name in PAGE_VIEW_NAMES
+            tracker.add(JourneyEvent(ts, event.seq, name, info.url, info.scroll_depth, page_view))
             journey = state.journeys.journey
             if event.user_id and journey.user_id != event.user_id:
                 journey.user_id = event.user_id

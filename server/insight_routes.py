@@ -35,6 +35,12 @@ GRANULARITIES: Final = {"hourly": 3_600_000, "daily": DAY_MS, "weekly": 7 * DAY_
 PREDICTION_TYPES: Final = ("conversion", "next_action", "engagement", "churn")
 HISTORICAL_FILTERS: Final = ("device_type", "persona")
 MAX_CONVERSION_EVENTS: Final = 50
+# Spellings a client of the seed may use for the predictive route's enumerations
+PREDICTION_ALIASES: Final = {"conversion_probability": "conversion", "purchase": "conversion", "churn_risk": "churn",
+                             "engagement_score": "engagement", "next_action_prediction": "next_action",
+                             "nextAction": "next_action"}
+HORIZON_WORDS: Final = {"short_term": "24h", "medium_term": "7d", "long_term": "30d", "session": "30m"}
+CONFIDENCE_WORDS: Final = {"low": 0.8, "medium": 0.9, "high": 0.95, "very_high": 0.99}
 
 Json = Callable[..., Response]
 
@@ -46,16 +52,16 @@ def _int_in(query: dict[str, str], name: str, default: int, low: int, high: int)
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"$.query.{name}", f"expected an integer, got {raw!r}") from None
+        raise InvalidInput(name, f"expected an integer, got {raw!r}") from None
     if not low <= value <= high:
-        raise InvalidInput(f"$.query.{name}", f"must be between {low} and {high}, got {value}")
+        raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
     return value
 
 
 def _choice(query: dict[str, str], name: str, default: str, allowed: tuple[str, ...] | dict[str, Any]) -> str:
     value = query.get(name) or default
     if value not in allowed:
-        raise InvalidInput(f"$.query.{name}", f"must be one of {', '.join(allowed)}; got {value!r}")
+        raise InvalidInput(name, f"must be one of {', '.join(allowed)}; got {value!r}")
     return value
 
 
@@ -67,7 +73,7 @@ def _bool(query: dict[str, str], *names: str) -> bool:
                 return True
             if raw.lower() in ("0", "false", "no"):
                 return False
-            raise InvalidInput(f"$.query.{name}", f"expected true or false, got {raw!r}")
+            raise InvalidInput(name, f"expected true or false, got {raw!r}")
     return False
 
 
@@ -81,9 +87,9 @@ def _duration_ms(raw: str, name: str) -> int:
         else:
             value = float(text) * 1_000
     except ValueError:
-        raise InvalidInput(f"$.query.{name}", f"expected a duration like 24h, 7d or seconds, got {raw!r}") from None
+        raise InvalidInput(name, f"expected a duration like 24h, 7d or seconds, got {raw!r}") from None
     if not 0 < value <= 366 * DAY_MS:
-        raise InvalidInput(f"$.query.{name}", f"must be between 1 s and 366 days, got {raw!r}")
+        raise InvalidInput(name, f"must be between 1 s and 366 days, got {raw!r}")
     return int(value)
 
 
@@ -247,12 +253,12 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         query = args()
         session_id = query.get("sessionId")
         if not session_id:
-            raise InvalidInput("$.query.sessionId", "a sessionId is required")
+            raise InvalidInput("sessionId", "a sessionId is required")
         window = _int_in(query, "timeWindow", 300, 1, 86_400)
         wanted = [m.strip() for m in (query.get("metrics") or ",".join(REALTIME_METRICS)).split(",") if m.strip()]
         for metric in wanted:
             if metric not in REALTIME_METRICS:
-                raise InvalidInput("$.query.metrics", f"unknown metric {metric!r}; known: {', '.join(REALTIME_METRICS)}")
+                raise InvalidInput("metrics", f"unknown metric {metric!r}; known: {', '.join(REALTIME_METRICS)}")
         aggregation = _choice(query, "aggregation", "latest", AGGREGATIONS)
         try:
             view = await session_view(granted.project.id, session_id)
@@ -296,7 +302,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         query = args()
         session_id, user_id = query.get("sessionId"), query.get("userId")
         if not session_id and not user_id:
-            raise InvalidInput("$.query.sessionId", "a sessionId or a userId is required")
+            raise InvalidInput("sessionId", "a sessionId or a userId is required")
         window = _int_in(query, "timeWindow", 1800, 1, 30 * 86_400)
         predictions_wanted = _bool(query, "includePredictions", "includePredictons")
         project = granted.project.id
@@ -312,7 +318,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         if view is None or view.insights is None:
             return not_found(f"no events for session {session_id!r}")
         if user_id and view.user_id and view.user_id != user_id:
-            raise InvalidInput("$.query.userId", f"session {session_id!r} belongs to another user")
+            raise InvalidInput("userId", f"session {session_id!r} belongs to another user")
         ins = view.insights
         body: dict[str, Any] = {
             "userId": user_id or view.user_id,
@@ -355,14 +361,14 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         query = args()
         user_id = query.get("userId")
         if not user_id:
-            raise InvalidInput("$.query.userId", "a userId is required")
+            raise InvalidInput("userId", "a userId is required")
         granularity = _choice(query, "granularity", "daily", GRANULARITIES)
         since, until, date_range = _date_range(query.get("dateRange"))
         wanted: dict[str, str] = {}
         for item in filter(None, (f.strip() for f in (query.get("filters") or "").split(","))):
             name, colon, value = item.partition(":")
             if not colon or name not in HISTORICAL_FILTERS or not value:
-                raise InvalidInput("$.query.filters", f"expected name:value with a name of {', '.join(HISTORICAL_FILTERS)}; got {item!r}")
+                raise InvalidInput("filters", f"expected name:value with a name of {', '.join(HISTORICAL_FILTERS)}; got {item!r}")
             wanted[name] = value
         journeys = user_journeys(granted.project.id, user_id)
         if not journeys:
@@ -418,10 +424,12 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         query = args()
         user_id = query.get("userId")
         if not user_id:
-            raise InvalidInput("$.query.userId", "a userId is required")
-        kind = _choice(query, "predictionType", "conversion", PREDICTION_TYPES)
+            raise InvalidInput("userId", "a userId is required")
+        kind = PREDICTION_ALIASES.get(query.get("predictionType") or "", query.get("predictionType") or "conversion")
+        if kind not in PREDICTION_TYPES:
+            raise InvalidInput("predictionType", f"must be one of {', '.join(PREDICTION_TYPES)}; got {kind!r}")
         horizon_raw = query.get("timeHorizon") or "24h"
-        horizon = _duration_ms(horizon_raw, "timeHorizon")
+        horizon = _duration_ms(HORIZON_WORDS.get(horizon_raw, horizon_raw), "timeHorizon")
         confidence = _confidence(query.get("confidence"))
         project = granted.project.id
         try:
@@ -483,14 +491,16 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
 def _confidence(raw: str | None) -> float:
     if raw is None or raw == "":
         return 0.95
+    if raw in CONFIDENCE_WORDS:
+        return CONFIDENCE_WORDS[raw]
     try:
         value = float(raw)
     except ValueError:
-        raise InvalidInput("$.query.confidence", f"expected a number, got {raw!r}") from None
+        raise InvalidInput("confidence", f"expected a number, got {raw!r}") from None
     if value > 1:
         value /= 100  # 95 means 0.95
     if not 0.5 <= value < 1:
-        raise InvalidInput("$.query.confidence", f"must be between 0.5 and 0.999, got {raw!r}")
+        raise InvalidInput("confidence", f"must be between 0.5 and 0.999, got {raw!r}")
     return value
 
 
@@ -502,9 +512,9 @@ def _date_range(raw: str | None) -> tuple[int | None, int | None, str | None]:
         start = datetime.date.fromisoformat(first.strip())
         end = datetime.date.fromisoformat(last.strip()) if comma else start
     except ValueError:
-        raise InvalidInput("$.query.dateRange", f"expected YYYY-MM-DD,YYYY-MM-DD, got {raw!r}") from None
+        raise InvalidInput("dateRange", f"expected YYYY-MM-DD,YYYY-MM-DD, got {raw!r}") from None
     if end < start:
-        raise InvalidInput("$.query.dateRange", "the end is before the start")
+        raise InvalidInput("dateRange", "the end is before the start")
     epoch = datetime.date(1970, 1, 1)
     return (start - epoch).days * DAY_MS, ((end - epoch).days + 1) * DAY_MS, raw
 

@@ -45,7 +45,7 @@ class JourneyEvent(msgspec.Struct, array_like=True):
 
     ts: int
     seq: int
-    name: str
+    name: str  # lower-cased
     url: str | None
     scroll: float | None
     page_view: bool
@@ -85,7 +85,7 @@ class JourneyState(msgspec.Struct, kw_only=True):
     pages_completed: int = 0
     clicks_sum: int = 0  # interactions on completed pages
     events: int = 0  # events of the journey
-    routes: dict[str, int] = msgspec.field(default_factory=dict)  # page views per route among the kept steps
+    routes: dict[str, int] = msgspec.field(default_factory=dict)  # kept steps per action ("view_pricing": 2)
 
     def key(self, session_id: str) -> str:
         return f"{session_id}@{self.started_at}"
@@ -96,27 +96,33 @@ class JourneyState(msgspec.Struct, kw_only=True):
     device_type: str | None = None
     persona: str | None = None
 
-class Observed(msgspec.Struct):
+class Observed(msgspec.Struct, frozen=True):
     """What one event did to the journey: what the caller must act on."""
 
     finished: JourneyState | None = None  # a journey that ended before this event (a gap)
     ended_now: bool = False  # this event ended the journey (an end event)
-    action: str | None = None  # the action this event was, if any
+
+
+_NOTHING: Final = Observed()  # what most events do: the caller has nothing to act on
+_ENDED: Final = Observed(ended_now=True)
 
 
 def observe(state: JourneyState, name: str, ts: int, *, url: str | None, scroll: float | None,
             is_page_view: bool, conversions: frozenset[str]) -> tuple[JourneyState, Observed]:
-    """Fold one event (in event-time order) into ``state``; returns the (possibly new) state."""
-    result = Observed()
+    """Fold one event (in event-time order) into ``state``; returns the (possibly new) state.
+    ``name`` is the event type; compared lower-cased (pass it lower-cased: this runs per event)."""
+    result = _NOTHING
     if state.events and (state.ended or ts - state.last_at > SESSION_GAP_MS):
-        result.finished = state if not state.ended else None
+        if not state.ended:
+            result = Observed(finished=state)
         state = JourneyState(journeys=state.journeys + 1, user_id=state.user_id, device_type=state.device_type,
                              persona=state.persona)
     if not state.events:
         state.started_at = state.last_at = ts
-    state.last_at = max(state.last_at, ts)
+    elif ts > state.last_at:
+        state.last_at = ts
     state.events += 1
-    lower = name.lower()
+    lower = name if name.islower() else name.lower()
     if is_page_view:
         action = _action_of(url) if url else None
     elif lower in conversions:
@@ -126,10 +132,9 @@ def observe(state: JourneyState, name: str, ts: int, *, url: str | None, scroll:
         action = None
     if action is not None:
         _begin_step(state, action, ts)
-        result.action = action
     elif lower in END_EVENTS:
         state.ended = True
-        result.ended_now = True
+        result = _ENDED if result is _NOTHING else Observed(finished=result.finished, ended_now=True)
     else:
         state.interactions += 1
         if state.steps:
@@ -151,24 +156,24 @@ def _begin_step(state: JourneyState, action: str, ts: int) -> None:
             state.scroll_sum += previous.scroll
             state.scrolled_pages += 1
         state.clicks_sum += previous.clicks
-    state.steps.append(Step(action))
+    steps = state.steps
+    steps.append(Step(action))
     state.step_opened.append(ts)
-    _count_route(state.routes, action, 1)
-    if len(state.steps) > STEPS_KEPT:
-        _count_route(state.routes, state.steps[0].action, -1)
-        del state.steps[0]
+    routes = state.routes
+    routes[action] = routes.get(action, 0) + 1
+    if len(steps) > STEPS_KEPT:
+        _count_route(routes, steps[0].action, -1)
+        del steps[0]
         del state.step_opened[0]
         state.steps_dropped += 1
 
 
 def _count_route(routes: dict[str, int], action: str, delta: int) -> None:
-    if action.startswith("view_"):
-        route = action[5:]
-        count = routes.get(route, 0) + delta
-        if count > 0:
-            routes[route] = count
-        else:
-            routes.pop(route, None)
+    count = routes.get(action, 0) + delta
+    if count > 0:
+        routes[action] = count
+    else:
+        routes.pop(action, None)
 
 
 class Checkpoint:

@@ -18,6 +18,10 @@ TREND_STEP: Final = 0.05  # a change of the score smaller than this is "stable"
 PRICE_ROUTES: Final = frozenset({"pricing", "plans", "prices", "price", "deals", "offers", "sale", "coupons", "discounts"})
 COMPARE_ROUTES: Final = frozenset({"compare", "comparison", "vs"})
 CART_ROUTES: Final = frozenset({"cart", "basket", "checkout", "bag"})
+# the same as actions (JourneyState.routes counts the kept steps per action)
+PRICE_ACTIONS: Final = frozenset("view_" + r for r in PRICE_ROUTES)
+COMPARE_ACTIONS: Final = frozenset("view_" + r for r in COMPARE_ROUTES)
+CART_ACTIONS: Final = frozenset("view_" + r for r in CART_ROUTES)
 
 
 class Engagement(msgspec.Struct, kw_only=True):
@@ -116,7 +120,7 @@ def intent(state: JourneyState, prediction: Prediction | None) -> Intent:
         exit_p = next((p for a, p in prediction.next_actions if a == EXIT), 0.0)
         return Intent(purchase_intent=round(prediction.conversion, 4), interaction_intent=round(interaction, 4),
                       exit_intent=round(1.0 if state.ended else exit_p, 4), source="model")
-    toward = sum(n for r, n in state.routes.items() if r in CART_ROUTES or r in PRICE_ROUTES)
+    toward = sum(n for a, n in state.routes.items() if a in CART_ACTIONS or a in PRICE_ACTIONS)
     purchase = 1.0 if state.converted else (toward + 0.5) / (len(state.steps) + 2)
     exit_p = 1.0 if state.ended else 1.0 / (state.pages_completed + 2)  # the shorter, the likelier to leave
     return Intent(purchase_intent=round(purchase, 4), interaction_intent=round(interaction, 4),
@@ -126,7 +130,7 @@ def intent(state: JourneyState, prediction: Prediction | None) -> Intent:
 def patterns(state: JourneyState, eng: Engagement, it: Intent) -> list[Pattern]:
     """The documented behaviour patterns the journey shows, strongest first."""
     found: list[Pattern] = []
-    routes = state.routes  # route -> page views among the kept steps
+    routes = state.routes  # action -> kept steps ("view_pricing": 2)
     pages = len(state.steps)
     mean_dwell_s = state.dwell_sum_ms / 1000 / state.pages_completed if state.pages_completed else 0.0
     evidence = eng.confidence
@@ -141,14 +145,14 @@ def patterns(state: JourneyState, eng: Engagement, it: Intent) -> list[Pattern]:
         if it.purchase_intent >= 0.5 and not state.converted:
             add("high_intent_researcher", research * it.purchase_intent, ["multiple_page_views", "long_dwell_time", "purchase_intent"])
         add("research_focused", research, ["multiple_page_views", "long_dwell_time"])
-    carted = any(r in CART_ROUTES for r in routes)
+    carted = any(a in CART_ACTIONS for a in routes)
     if carted and not state.converted and (state.ended or it.exit_intent >= 0.5):
         add("cart_abandonment_risk", max(it.exit_intent, 0.5), ["cart_visited", "no_conversion", "exit_signal"])
-    repeats = max(routes.values(), default=0)
-    if any(r in COMPARE_ROUTES for r in routes) or repeats >= 3:
+    repeats = max((n for a, n in routes.items() if a.startswith("view_")), default=0)
+    if any(a in COMPARE_ACTIONS for a in routes) or repeats >= 3:
         add("comparison_behavior", min(1.0, repeats / 4) if repeats >= 3 else 0.8, ["comparison_behavior"])
-    if any(r in PRICE_ROUTES for r in routes):
-        add("price_sensitive", 0.5 + 0.5 * min(1.0, sum(n for r, n in routes.items() if r in PRICE_ROUTES) / 2), ["pricing_viewed"])
+    if any(a in PRICE_ACTIONS for a in routes):
+        add("price_sensitive", 0.5 + 0.5 * min(1.0, sum(n for a, n in routes.items() if a in PRICE_ACTIONS) / 2), ["pricing_viewed"])
     if eng.score >= 0.6:
         add("high_engagement", eng.score, ["long_dwell_time" if eng.dwell >= 0.5 else "interactions", "scroll_depth"])
     if pages == 1 and current_dwell_ms(state) < 10_000 and state.interactions == 0:

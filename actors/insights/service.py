@@ -44,7 +44,7 @@ SWEEP_S: Final = 1.0
 # it during this many wall seconds: a client replaying history page by page is not cut short.
 IDLE_CONFIRM_S: Final = 2.0
 REBUILD_EVENTS: Final = 2_000_000  # events per project read at start to rebuild the journeys
-REBUILD_PAGE: Final = 2_000
+REBUILD_PAGE: Final = 500  # events per read: a few ms of folding between two checkpoints
 OPEN_KEPT: Final = 200_000  # open journeys the sweep watches (the oldest beyond are ended early)
 CONFIG_KIND: Final = "insights_config"  # stored as a snapshot row: (project, kind, "config")
 

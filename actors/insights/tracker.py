@@ -77,7 +77,7 @@ class JourneyTracker:
             if at < log.folded:  # older than what is folded: rewind, the fold below re-applies
                 log.folded += 1  # the insert shifted the folded part
                 self._rewind(_order(item))
-        if item.name.lower() in END_EVENTS:
+        if item.name in END_EVENTS:  # names are lower-cased when the event is made (session.py)
             self.settle()  # a journey that ends is handed over now, not a window later
         elif self.pending > SETTLE_WINDOW:
             self._fold(len(events) - SETTLE_WINDOW // 2)
@@ -93,7 +93,7 @@ class JourneyTracker:
         conversions = self.conversions()
         journey = log.journey
         for event in log.events[log.folded:upto]:
-            if (event.page_view or event.name.lower() in conversions) and journey.pages_completed % CHECKPOINT_EVERY == 0:
+            if (event.page_view or event.name in conversions) and journey.pages_completed % CHECKPOINT_EVERY == 0:
                 self.checkpoints.append(Checkpoint(_order(event), journey))
             journey, seen = observe(journey, event.name, event.ts, url=event.url, scroll=event.scroll,
                                     is_page_view=event.page_view, conversions=conversions)
