@@ -2,8 +2,10 @@
 
 - Journeys come from the session actors: a journey that ends (an end event, or a gap of
   SESSION_GAP_MS before the session's next event) is handed over with ``complete``; a journey
-  that just stops is ended by the sweep once it has been idle SESSION_GAP_MS, in event time
-  against the project's newest event (backfilled history) or in wall time (live traffic).
+  that just stops is ended by the sweep once it has been idle SESSION_GAP_MS in event time, against
+  the later of the project's newest event and the wall clock, and nothing arrived for it for
+  IDLE_CONFIRM_S (a client replaying history step by step is not cut short; if it pauses longer,
+  the journey is learned as it stands and replaced, under the same key, when it goes on).
 - A project's journeys are kept by key (``<session>@<start>``), the most recent MAX_JOURNEYS of
   them, so a journey reported twice (a retry, a reactivated actor, a rebuild) counts once.
 - A model is refitted in a worker thread when journeys changed, at most every REFIT_MIN_S and
@@ -248,14 +250,15 @@ class InsightService:
             await trio.sleep(SWEEP_S)
             self.sweep(time.monotonic())
 
-    def sweep(self, now: float) -> int:
-        """End the open journeys idle for SESSION_GAP_MS (event time against the project's newest
-        event, or wall time since their last event arrived). Returns how many ended."""
+    def sweep(self, now: float, now_ms: int | None = None) -> int:
+        """End the open journeys idle for SESSION_GAP_MS in event time: against the later of the
+        project's newest event and the wall clock (``now_ms``), once nothing arrived for them for
+        IDLE_CONFIRM_S of wall time (``now`` is time.monotonic()). Returns how many ended."""
+        wall_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         ended = []
         for (project, session_id), (tracked, touched) in self._open.items():
-            watermark = self.project(project).watermark
-            idle = now - touched
-            if (watermark - tracked.last_at() > SESSION_GAP_MS and idle >= IDLE_CONFIRM_S) or idle * 1000 > SESSION_GAP_MS:
+            reference = max(self.project(project).watermark, wall_ms)
+            if reference - tracked.last_at() > SESSION_GAP_MS and now - touched >= IDLE_CONFIRM_S:
                 ended.append((project, session_id, tracked))
         for project, session_id, tracked in ended:
             del self._open[(project, session_id)]

@@ -148,9 +148,12 @@ async def test_the_sweep_ends_idle_journeys_by_event_time_or_wall_time() -> None
     service.touch("p1", "old", tracked(fold([("page_view", 0, {"url": "/"})])))
     # the project's newest event: 10 gaps after "old"
     service.touch("p1", "live", tracked(fold([("page_view", 10 * SESSION_GAP_MS, {"url": "/"})])))
-    assert service.sweep(now=0) == 0  # just touched: a replaying client may still be sending
+    assert service.sweep(now=0, now_ms=0) == 0  # just touched: a replaying client may still be sending
     import time
 
-    assert service.sweep(now=time.monotonic() + 5) == 1  # "old" is a gap behind the newest event
+    later = time.monotonic() + 5
+    assert service.sweep(now=later, now_ms=0) == 1  # "old" is a gap behind the project's newest event
     assert list(service.project("p1").journeys) == ["old@0"]
-    assert service.sweep(now=time.monotonic() + SESSION_GAP_MS / 1000 + 1) == 1  # wall time too
+    # "live" is the newest event; the wall clock a gap later ends it too
+    assert service.sweep(now=later, now_ms=10 * SESSION_GAP_MS) == 0
+    assert service.sweep(now=later, now_ms=11 * SESSION_GAP_MS + 1) == 1
