@@ -54,14 +54,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import ipaddress
 import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from loadtest.journeys import (
     Journey,
@@ -80,20 +78,13 @@ from loadtest.journeys import (
     to_event_groups,
     to_events,
 )
+from loadtest.plan import TargetRefused, parse_target
 
 DAY_MS = 86_400_000
 MAX_TRAIN = 100_000
 MAX_TEST = 10_000
 MAX_BATCH = 1000
 TEST_SEED_OFFSET = 1_000_000
-
-
-def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def journeys_for(seed: int, n_train: int, n_test: int, now_ms: int) -> tuple[list[Journey], list[Journey]]:
@@ -271,8 +262,10 @@ class Live:
 
 
 def live(args: argparse.Namespace) -> int:
-    if not _loopback(args.host):
-        print(f"error: refusing non-loopback target {args.host!r}", file=sys.stderr)
+    try:
+        parse_target(args.host)  # loopback only (the load generator's rule)
+    except TargetRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     world = default_world()
     now_ms = int(time.time() * 1000)

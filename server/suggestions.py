@@ -106,13 +106,18 @@ class SuggestionCache:
         self._wake = trio.Event()
 
     # the hot path: no await, no store ----------------------------------------------------------------
-    def for_event(self, project: str, service: str | None, name: str) -> list[AISuggestion]:
+    def _with_findings(self, project: str) -> Computed | None:
+        """The project's cached entry when it has findings (a first use asks for a computation)."""
         entry = self._entries.get(project)
         if entry is None:
             self._want(project)
-            return []
+            return None
         entry.used = True
-        if not entry.findings:
+        return entry if entry.findings else None
+
+    def for_event(self, project: str, service: str | None, name: str) -> list[AISuggestion]:
+        entry = self._with_findings(project)
+        if entry is None:
             return []
         key = (service, name)
         hit = entry.memo.get(key)
@@ -123,12 +128,8 @@ class SuggestionCache:
         return hit
 
     def for_batch(self, project: str, events: Iterable[Event]) -> list[AISuggestion]:
-        entry = self._entries.get(project)
+        entry = self._with_findings(project)
         if entry is None:
-            self._want(project)
-            return []
-        entry.used = True
-        if not entry.findings:
             return []
         services: set[str | None] = set()
         names: set[str] = set()
