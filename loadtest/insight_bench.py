@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 
 from actors.insights.insight import InsightCache
 from actors.insights.journey import DEFAULT_CONVERSIONS, JourneyEvent
-from actors.insights.model import Journey, Step, fit
+from actors.insights.mixture import fit
+from actors.insights.model import Journey, Step
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
 from loadtest.journeys import default_world, generate

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-# Before anything loads numpy (the insight models): one BLAS thread, see actors/insights/model.py.
+# Before anything loads numpy (the insight models): one BLAS thread, see actors/insights/mixture.py.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 

@@ -24,7 +24,7 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 import trio
@@ -32,10 +32,13 @@ import trio.lowlevel
 
 from actors.insights import scores
 from actors.insights.journey import DEFAULT_CONVERSIONS, SESSION_GAP_MS, JourneyState, observe
-from actors.insights.model import MAX_JOURNEYS, Journey, JourneyModel, dwell_medians, fit, transition_counts
+from actors.insights.model import MAX_JOURNEYS, Journey, dwell_medians, transition_counts
 from actors.payload import extract, is_page_view
 from protocol.record import Event
 from storage.base import Snapshot
+
+if TYPE_CHECKING:
+    from actors.insights.mixture import JourneyModel
 
 log = logging.getLogger("pulse.insights")
 
@@ -137,6 +140,8 @@ class _LogOf:
 
 
 def _fit_all(journeys: list[Journey], conversions: frozenset[str]) -> tuple[JourneyModel | None, dict[str, float], dict[str, dict[str, float]]]:
+    from actors.insights.mixture import fit  # numpy loads with the first fit, not at start
+
     return fit(journeys, conversions), dwell_medians(journeys), transition_counts(journeys)
 
 

@@ -4,7 +4,8 @@ Bayes-optimal oracle that knows the world; it must be deterministic and order-in
 
 from __future__ import annotations
 
-from actors.insights.model import Journey, Step, fit, predictor_factory
+from actors.insights.mixture import fit, predictor_factory
+from actors.insights.model import Journey, Step
 from loadtest.journeys import baseline_factory, default_world, evaluate, generate
 
 TRAIN, TEST = 2500, 600
