@@ -17,7 +17,7 @@ from typing import Final
 import msgspec
 
 from actors.insights import scores
-from actors.insights.insight import NO_INSIGHTS, InsightCache, SessionInsights, StepInsight
+from actors.insights.insight import InsightCache, SessionInsights, StepInsight
 from actors.insights.journey import SESSION_GAP_MS, JourneyEvent
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
@@ -28,7 +28,7 @@ from protocol.record import Event
 __all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummary", "SessionView", "PAGES_KEPT", "KIND"]
 
 KIND: Final = "session"
-STEPS_FROM_REPLAY: Final = 1000  # a batch holds at most 1000 events
+STEPS_FROM_REPLAY: Final = 64  # an activating batch's per-event insights kept (the rest: the batch's)
 PAGES_KEPT: Final = 100
 SCROLLS_KEPT: Final = 64
 
@@ -121,6 +121,7 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         self.cache = InsightCache()
         self.steps: dict[int, StepInsight] | None = None  # filled while a batch asks for per-event insights
         self._replayed_steps: dict[int, StepInsight] = {}
+        self._steps_tail = 0  # during an activation replay: how many of the newest events get steps
         self._tracker: JourneyTracker | None = None
 
     def initial_state(self) -> SessionState:
@@ -133,7 +134,9 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         state = self.state
         tracker = self.tracker()
         steps = self.steps
-        for event in events:
+        # per-event insights cost ~20 µs each: an activation replay keeps only its newest ones
+        first_step = len(events) - self._steps_tail if self._steps_tail else 0
+        for index, event in enumerate(events):
             info = extract(event)
             ts = event.timestamp
             order = (ts, event.seq)
@@ -147,7 +150,7 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
                 journey.device_type = info.device_type
             if info.persona and journey.persona != info.persona:
                 journey.persona = info.persona
-            if steps is not None:
+            if steps is not None and index >= first_step:
                 steps[event.seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
             if state.pages and ts >= state.pages[-1].entered_at and ts - max(state.pages[-1].last_seen, state.pages[-1].entered_at) <= SESSION_GAP_MS:
                 state.pages[-1].last_seen = max(state.pages[-1].last_seen, ts)
@@ -242,15 +245,14 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
 
     async def activate(self) -> None:
         # The batch that activates an actor is already committed, so the replay applies it, and
-        # the ApplyEvents that follows finds nothing new: keep the replay's per-event insights
-        # (the latest STEPS_FROM_REPLAY) for it.
-        self.steps = {}
+        # the ApplyEvents that follows finds nothing new: keep the replay's per-event insights of
+        # its newest STEPS_FROM_REPLAY events for it (older ones fall back to the batch's state).
+        self.steps, self._steps_tail = {}, STEPS_FROM_REPLAY
         try:
             await super().activate()
-            replayed = sorted(self.steps)[-STEPS_FROM_REPLAY:]
-            self._replayed_steps = {seq: self.steps[seq] for seq in replayed}
+            self._replayed_steps = self.steps
         finally:
-            self.steps = None
+            self.steps, self._steps_tail = None, 0
 
     async def receive(self, msg: object) -> SessionView:
         if isinstance(msg, ApplyEvents):
@@ -294,7 +296,7 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             started_at=state.started_at,
             last_activity=state.last_activity,
             last_event_type=state.last_event_type,
-            insights=self.insight() if insights and state.journeys.events else NO_INSIGHTS,
+            insights=self.insight() if insights and state.journeys.events else None,
             steps=dict(steps) if steps else None,
         )
 

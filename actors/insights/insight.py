@@ -84,10 +84,6 @@ class StepInsight(msgspec.Struct, array_like=True):
     time_on_page: int  # ms on the current page at this event (event time)
 
 
-_EMPTY_ENGAGEMENT: Final = EngagementOut(score=0.0, trend="stable", confidence=0.0, components={})
-NO_INSIGHTS: Final = None
-
-
 class InsightCache:
     __slots__ = ("_key", "_prediction")
 

@@ -217,10 +217,6 @@ class Checkpoint:
             last.dwell_ms, last.scroll, last.clicks = self.last
 
 
-def is_action(name: str, page_view: bool, conversions: frozenset[str]) -> bool:
-    return page_view or name.lower() in conversions
-
-
 def current_dwell_ms(state: JourneyState) -> int:
     """Time on the current page so far (event time), 0 without one."""
     return max(0, state.last_at - state.step_opened[-1]) if state.step_opened else 0

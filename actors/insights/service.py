@@ -33,6 +33,7 @@ import trio.lowlevel
 from actors.insights import scores
 from actors.insights.journey import DEFAULT_CONVERSIONS, SESSION_GAP_MS, JourneyState, observe
 from actors.insights.model import MAX_JOURNEYS, Journey, dwell_medians, transition_counts
+from actors.insights.tracker import JourneyLog, JourneyTracker
 from actors.payload import extract, is_page_view
 from protocol.record import Event
 from storage.base import Snapshot
@@ -108,37 +109,6 @@ class ProjectModels:
             self.journeys = {j.key: j for j in keep}
 
 
-class Tracked(Protocol):
-    """What the sweep needs of a session's journey (actors.insights.tracker.JourneyTracker)."""
-
-    @property
-    def log(self) -> Any: ...
-    @property
-    def pending(self) -> int: ...
-    def last_at(self) -> int: ...
-    def settle(self) -> JourneyState: ...
-
-
-class _Settled:
-    """A journey rebuilt from the log at start, watched like a live session's."""
-
-    pending = 0
-
-    def __init__(self, journey: JourneyState) -> None:
-        self.log = _LogOf(journey)
-
-    def last_at(self) -> int:
-        return int(self.log.journey.last_at)
-
-    def settle(self) -> JourneyState:
-        return self.log.journey  # type: ignore[no-any-return]
-
-
-class _LogOf:
-    def __init__(self, journey: JourneyState) -> None:
-        self.journey = journey
-
-
 def _fit_all(journeys: list[Journey], conversions: frozenset[str]) -> tuple[JourneyModel | None, dict[str, float], dict[str, dict[str, float]]]:
     from actors.insights.mixture import fit  # numpy loads with the first fit, not at start
 
@@ -150,7 +120,7 @@ class InsightService:
         self.store = store
         self.projects: dict[str, ProjectModels] = {}
         # open journeys: (project, session) -> (the session's tracker, wall time of its last event)
-        self._open: dict[tuple[str, str], tuple[Tracked, float]] = {}
+        self._open: dict[tuple[str, str], tuple[JourneyTracker, float]] = {}
         self._share: Callable[[str, Journey], Awaitable[None]] | None = None
         self._shared: list[tuple[str, Journey]] = []
         self._wake = trio.Event()
@@ -173,11 +143,7 @@ class InsightService:
         models = self.projects.get(project)
         return models.transitions if models is not None and models.transitions else None
 
-    def model(self, project: str) -> JourneyModel | None:
-        models = self.projects.get(project)
-        return models.model if models is not None else None
-
-    def touch(self, project: str, session_id: str, tracked: Tracked) -> None:
+    def touch(self, project: str, session_id: str, tracked: JourneyTracker) -> None:
         """A session's journey changed: watch it until it ends (a journey that ended with an end
         event was handed over by its tracker already)."""
         models = self.project(project)
@@ -270,7 +236,7 @@ class InsightService:
             self._end(project, session_id, tracked)
         return len(ended)
 
-    def _end(self, project: str, session_id: str, tracked: Tracked) -> None:
+    def _end(self, project: str, session_id: str, tracked: JourneyTracker) -> None:
         journey = tracked.settle()
         if not journey.ended:  # an ended one was handed over when its end event was folded
             self.complete(project, scores.completed(journey, session_id))
@@ -381,5 +347,8 @@ class InsightService:
             await trio.lowlevel.checkpoint()  # one page at a time: the loop stays responsive
         for session_id, state in states.items():
             if not state.ended and state.steps:
-                self._open.setdefault((project, session_id), (_Settled(state), time.monotonic()))
+                # watched like a live session's (a tracker with nothing left to fold)
+                rebuilt = JourneyTracker(JourneyLog(journey=state), conversions=lambda: conversions,
+                                         on_finished=lambda journey: None)
+                self._open.setdefault((project, session_id), (rebuilt, time.monotonic()))
         models.changed = bool(models.journeys)
