@@ -58,6 +58,7 @@ class BatchEventResult(Struct, kw_only=True):
     index: int
     eventId: str
     status: str  # "stored" | "duplicate"
+    processed: bool = True  # false: stored, but the live actors could not take it in time
 
 
 class BehavioralBatchResponse(Struct, kw_only=True):

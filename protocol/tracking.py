@@ -87,6 +87,7 @@ class EventResult(Struct, kw_only=True):
     index: int
     eventId: str
     status: str
+    processed: bool = True  # false: stored, but the live actors could not take it in time
 
 
 class TrackEventResponse(Struct, kw_only=True):
@@ -97,6 +98,7 @@ class TrackEventResponse(Struct, kw_only=True):
     timestamp: str  # ISO 8601 of the stored (skew-corrected) event time
     duplicate: bool = False
     processingTime: float = 0.0  # ms spent storing and processing
+    processed: bool = True  # false: stored, but the live actors could not take it in time
 
 
 class BatchTrackEventResponse(Struct, kw_only=True):
@@ -111,6 +113,7 @@ class BatchTrackEventResponse(Struct, kw_only=True):
     results: list[EventResult] = []
     rejected: list[RejectedEvent] = []
     processingTime: float = 0.0
+    processed: bool = True  # false: stored, but the live actors could not take them all in time
 
 
 class StoredEvent(Struct, kw_only=True):

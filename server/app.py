@@ -14,19 +14,14 @@ from typing import Any, Final
 
 import msgspec
 
-from actors.pipeline import Overloaded
-from protocol.errors import InvalidInput, error_body
 from server import ingest_routes, sse
-from server.auth import AuthError
 from server.context import Pulse
-from server.http import Exchange, Message, Receive, Request, Scope, Send, encode_json, respond
+from server.http import Exchange, Message, Receive, Request, Scope, Send, respond
 from server.read_app import create_read_app
 from server.ws import websocket_endpoint
-from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
 
-TRACK_PREFIX: Final = "/api/events/track/"
 STREAM_PATHS: Final = ("/api/events/stream", "/api/v1/behavioral/stream")
 POST_ONLY: Final = ("/api/v1/behavioral/events", "/api/v1/behavioral/batch", "/api/events/track/batch")
 _json = msgspec.json.Encoder()
@@ -98,49 +93,29 @@ class PulseApp:
 
     async def route(self, method: str, path: str, scope: Scope, receive: Receive, send: Send, started: float) -> bool:
         pulse = self.pulse
-        if method == "POST":
-            if path == "/api/events/track/batch":
-                handler = lambda req: ingest_routes.track_batch(pulse, req, send, started)  # noqa: E731
-            elif path.startswith(TRACK_PREFIX):
-                name = path[len(TRACK_PREFIX):]
-                handler = lambda req: ingest_routes.track_one(pulse, req, send, name, started)  # noqa: E731
-            elif path == "/api/v1/behavioral/events":
-                handler = lambda req: ingest_routes.behavioral_one(pulse, req, send, started)  # noqa: E731
-            elif path == "/api/v1/behavioral/batch":
-                handler = lambda req: ingest_routes.behavioral_batch(pulse, req, send, started)  # noqa: E731
-            else:
-                return False
-        elif path in POST_ONLY or path.startswith(TRACK_PREFIX):
-            body = {"success": False, "error": {"code": "method_not_allowed", "reason": f"method {method} not allowed on {path!r}; use POST"}}
-            await respond(send, 405, _json.encode(body), headers=[(b"allow", b"POST, OPTIONS")])
-            return True
-        elif method == "GET" and path == "/api/events/stream":
-            handler = lambda req: sse.stream(pulse, req, send, behavioral=False)  # noqa: E731
-        elif method == "GET" and path == "/api/v1/behavioral/stream":
-            handler = lambda req: sse.stream(pulse, req, send, behavioral=True)  # noqa: E731
-        else:
-            return False
         req = Request(scope, receive)
+        if method == "POST":
+            ingest = ingest_routes.hot_route(path)
+            if ingest is None:
+                return False
+            try:
+                body = await ingest(pulse, req, started)
+            except Exception as err:  # noqa: BLE001  each refusal becomes its answer (a bug: 500, logged)
+                status, body, headers = ingest_routes.error_answer(err, method, path, pulse)
+                await respond(send, status, body, headers=headers)
+            else:
+                await respond(send, 200, body)
+            return True
+        if path in POST_ONLY or path.startswith(ingest_routes.TRACK_PREFIX):
+            refusal = {"success": False, "error": {"code": "method_not_allowed", "reason": f"method {method} not allowed on {path!r}; use POST"}}
+            await respond(send, 405, _json.encode(refusal), headers=[(b"allow", b"POST, OPTIONS")])
+            return True
+        if method != "GET" or path not in STREAM_PATHS:
+            return False
         try:
-            await handler(req)
-        except InvalidInput as err:
-            pulse.metrics.events_rejected += 1 if method == "POST" else 0
-            await respond(send, err.status, encode_json(error_body(err)))
-        except AuthError as err:
-            code = "unauthorized" if err.status == 401 else "forbidden"
-            body = {"success": False, "error": {"code": code, "reason": err.reason}}
-            await respond(send, err.status, _json.encode(body))
-        except Overloaded as err:
-            body = {"success": False, "error": {"code": "overloaded", "reason": err.reason}}
-            await respond(send, 503, _json.encode(body), headers=[(b"retry-after", str(int(err.retry_after + 0.999)).encode())])
-        except StoreError as err:
-            log.warning("storage unavailable: %s", err)
-            body = {"success": False, "error": {"code": "storage_unavailable", "reason": str(err)}}
-            await respond(send, 503, _json.encode(body), headers=[(b"retry-after", b"1")])
-        except Exception:
-            # a bug of ours: logged with its traceback, answered as JSON (if nothing was sent yet)
-            log.exception("unhandled error on %s %s", method, path)
-            body = {"success": False, "error": {"code": "internal_error", "reason": "internal server error"}}
-            with contextlib.suppress(Exception):  # the response may have started already (SSE)
-                await respond(send, 500, _json.encode(body))
+            await sse.stream(pulse, req, send, behavioral=path == "/api/v1/behavioral/stream")
+        except Exception as err:  # noqa: BLE001
+            status, answer, headers = ingest_routes.error_answer(err, method, path, pulse)
+            with contextlib.suppress(Exception):  # the response may have started already
+                await respond(send, status, answer, headers=headers)
         return True

@@ -17,7 +17,7 @@ from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
 from server.auth import Access, authenticate, key_from
 from server.cors import Cors
-from server.http import Request
+from server.http import HotRequest
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from storage.base import Store
@@ -46,5 +46,5 @@ class Pulse:
         self.draining = True
         self.shutdown.set()
 
-    async def access(self, req: Request) -> Access:
+    async def access(self, req: HotRequest) -> Access:
         return await authenticate(self.store, key_from(req.headers, req.query), open_access=self.settings.open_access)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -28,6 +28,17 @@ JSON_TYPES: Final = ("application/json", "text/plain", "application/csp-report")
 MSGPACK_TYPES: Final = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
 _json = msgspec.json.Encoder()
+
+
+class HotRequest(Protocol):
+    """What the ingest routes read of a request: ``Request`` here, or the native edge's
+    (server/edge/native.py)."""
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def query(self) -> dict[str, str]: ...
+    async def read(self) -> bytes: ...
 
 
 class Request:
@@ -54,20 +65,14 @@ class Request:
 
     def body_format(self) -> bool:
         """True for MessagePack, False for JSON; 415 for anything else."""
-        ctype = self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if not ctype or ctype in JSON_TYPES or ctype.endswith("+json"):
-            return False
-        if ctype in MSGPACK_TYPES:
-            return True
-        raise InvalidInput(
-            "content-type",
-            f"unsupported content type {ctype!r}; send application/json or application/msgpack",
-            status=415,
-            code="unsupported_media_type",
-        )
+        return is_msgpack(self.headers)
 
     async def body(self) -> bytes:
         """The request body, inflated when gzip/deflate encoded, capped before and after inflating."""
+        return decode_body(self.headers, await self.read())
+
+    async def read(self) -> bytes:
+        """The request body as sent (not inflated), capped, under one deadline."""
         declared = self.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise TooLarge("body", f"body of {int(declared)} bytes exceeds the limit of {MAX_BODY_BYTES}")
@@ -89,15 +94,34 @@ class Request:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = self.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("", "identity"):
-            return body
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            return inflate(body, gzip=encoding != "deflate")
-        raise InvalidInput(
-            "content-encoding", f"unsupported content encoding {encoding!r}", status=415, code="unsupported_encoding"
-        )
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def is_msgpack(headers: dict[str, str]) -> bool:
+    """A body's format from its Content-Type: True for MessagePack, False for JSON; 415 otherwise."""
+    ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not ctype or ctype in JSON_TYPES or ctype.endswith("+json"):
+        return False
+    if ctype in MSGPACK_TYPES:
+        return True
+    raise InvalidInput(
+        "content-type",
+        f"unsupported content type {ctype!r}; send application/json or application/msgpack",
+        status=415,
+        code="unsupported_media_type",
+    )
+
+
+def decode_body(headers: dict[str, str], body: bytes) -> bytes:
+    """A whole request body as sent, inflated when gzip/deflate encoded (capped after inflating)."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return inflate(body, gzip=encoding != "deflate")
+    raise InvalidInput(
+        "content-encoding", f"unsupported content encoding {encoding!r}", status=415, code="unsupported_encoding"
+    )
 
 
 def inflate(data: bytes, *, gzip: bool) -> bytes:

@@ -1,19 +1,26 @@
-"""The hot ingest routes of both seed APIs, as plain ASGI handlers.
+"""The hot ingest routes of both seed APIs, whichever edge read the request.
 
 POST /api/events/track/{eventName}, POST /api/events/track/batch      (seed 004)
-POST /api/v1/behavioral/events, POST /api/v1/behavioral/batch,
-POST /api/v1/behavioral/events/privacy-compliant is not here yet        (seed 000)
+POST /api/v1/behavioral/events, POST /api/v1/behavioral/batch         (seed 000)
 
-Each answers only after the events are committed and processed (see actors/pipeline.py).
+Each answers only after the events are committed and processed (see actors/pipeline.py). A
+handler takes a ``HotRequest`` (the ASGI ``server.http.Request``, or the native edge's request in
+server/edge/native.py) and returns the 200 answer's JSON; a refusal is raised (InvalidInput,
+AuthError, Overloaded, StoreError) and turned into its 4xx/503 by ``error_answer``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Final
 
-from actors.pipeline import IngestResult
+import msgspec
+
+from actors.pipeline import IngestResult, Overloaded
 from protocol.behavioral import BatchEventResult, BehavioralBatchResponse, BehavioralIngestResponse
-from protocol.errors import InvalidInput
+from protocol.errors import InvalidInput, error_body
 from protocol.normalize import (
     Decoded,
     decode_behavioral,
@@ -24,8 +31,18 @@ from protocol.normalize import (
 )
 from protocol.record import Event
 from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
+from server.auth import AuthError
 from server.context import Pulse
-from server.http import Request, Send, encode_json, respond
+from server.http import HotRequest, decode_body, encode_json, is_msgpack
+from storage.base import StoreError
+
+log = logging.getLogger("pulse.http")
+
+TRACK_PREFIX: Final = "/api/events/track/"
+_json = msgspec.json.Encoder()
+
+
+Handler = Callable[[Pulse, HotRequest, float], Awaitable[bytes]]
 
 
 def now_ms() -> int:
@@ -45,10 +62,15 @@ def _suggestions_for_batch(pulse: Pulse, decoded: Decoded) -> list[AISuggestion]
     return cache.for_batch(decoded.accepted[0][1].project, (event for _, event in decoded.accepted))
 
 
-async def track_one(pulse: Pulse, req: Request, send: Send, event_name: str, started: float) -> int:
+async def _body(req: HotRequest) -> tuple[bool, bytes]:
+    """(is MessagePack, the inflated body): the format is checked before the body is read."""
+    msgpack = is_msgpack(req.headers)
+    return msgpack, decode_body(req.headers, await req.read())
+
+
+async def track_one(pulse: Pulse, req: HotRequest, event_name: str, started: float) -> bytes:
     access = await pulse.access(req)
-    msgpack = req.body_format()
-    body = await req.body()
+    msgpack, body = await _body(req)
     event = decode_track(
         access.project.id,
         event_name,
@@ -67,9 +89,9 @@ async def track_one(pulse: Pulse, req: Request, send: Send, event_name: str, sta
         timestamp=iso_ms(event.timestamp),
         duplicate=outcome.duplicate,
         processingTime=round(result.elapsed_ms, 3),
+        processed=result.processed,
     )
-    await respond(send, 200, encode_json(answer))
-    return 200
+    return encode_json(answer)
 
 
 def _batch_results(decoded: Decoded, result: IngestResult) -> tuple[list[tuple[int, str, bool]], int]:
@@ -90,10 +112,9 @@ async def _ingest_batch(pulse: Pulse, decoded: Decoded, started: float) -> Inges
     return await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
 
 
-async def track_batch(pulse: Pulse, req: Request, send: Send, started: float) -> int:
+async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     access = await pulse.access(req)
-    msgpack = req.body_format()
-    body = await req.body()
+    msgpack, body = await _body(req)
     decoded = decode_track_batch(
         access.project.id, body, user_id=req.headers.get("x-user-id") or None, received_at=now_ms(), msgpack=msgpack
     )
@@ -108,18 +129,20 @@ async def track_batch(pulse: Pulse, req: Request, send: Send, started: float) ->
         storedCount=len(rows) - duplicates,
         duplicateCount=duplicates,
         rejectedCount=len(decoded.rejected),
-        results=[EventResult(index=i, eventId=eid, status="duplicate" if dup else "stored") for i, eid, dup in rows],
+        results=[
+            EventResult(index=i, eventId=eid, status="duplicate" if dup else "stored", processed=result.processed)
+            for i, eid, dup in rows
+        ],
         rejected=decoded.rejected,
         processingTime=round(result.elapsed_ms, 3),
+        processed=result.processed,
     )
-    await respond(send, 200, encode_json(answer))
-    return 200
+    return encode_json(answer)
 
 
-async def behavioral_one(pulse: Pulse, req: Request, send: Send, started: float) -> int:
+async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     access = await pulse.access(req)
-    msgpack = req.body_format()
-    body = await req.body()
+    msgpack, body = await _body(req)
     event = decode_behavioral(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
     result = await pulse.pipeline.ingest([event], started=started)
     outcome = result.outcomes[0]
@@ -131,14 +154,12 @@ async def behavioral_one(pulse: Pulse, req: Request, send: Send, started: float)
         duplicate=outcome.duplicate,
         timestamp=event.timestamp,
     )
-    await respond(send, 200, encode_json(answer))
-    return 200
+    return encode_json(answer)
 
 
-async def behavioral_batch(pulse: Pulse, req: Request, send: Send, started: float) -> int:
+async def behavioral_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     access = await pulse.access(req)
-    msgpack = req.body_format()
-    body = await req.body()
+    msgpack, body = await _body(req)
     decoded = decode_behavioral_batch(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
     result = await _ingest_batch(pulse, decoded, started)
     rows, duplicates = _batch_results(decoded, result)
@@ -147,10 +168,47 @@ async def behavioral_batch(pulse: Pulse, req: Request, send: Send, started: floa
         stored=len(rows) - duplicates,
         duplicates=duplicates,
         rejected=decoded.rejected,
-        results=[BatchEventResult(index=i, eventId=eid, status="duplicate" if dup else "stored") for i, eid, dup in rows],
+        results=[
+            BatchEventResult(index=i, eventId=eid, status="duplicate" if dup else "stored", processed=result.processed)
+            for i, eid, dup in rows
+        ],
         processingTime=round(result.elapsed_ms, 3),
         triggers=[],
         batchId=decoded.batch_id,
     )
-    await respond(send, 200, encode_json(answer))
-    return 200
+    return encode_json(answer)
+
+
+def hot_route(path: str) -> Handler | None:
+    """The ingest handler of a POST to ``path``, or None when ``path`` is not an ingest route."""
+    if path == "/api/v1/behavioral/events":
+        return behavioral_one
+    if path == "/api/v1/behavioral/batch":
+        return behavioral_batch
+    if path.startswith(TRACK_PREFIX):
+        name = path[len(TRACK_PREFIX):]
+        if name == "batch":
+            return track_batch
+        return lambda pulse, req, started: track_one(pulse, req, name, started)
+    return None
+
+
+def error_answer(err: Exception, method: str, path: str, pulse: Pulse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The answer to a refused hot request: (status, JSON body, extra headers). A refusal that is
+    not one of ours is a bug: logged with its traceback and answered 500."""
+    if isinstance(err, InvalidInput):
+        pulse.metrics.events_rejected += 1 if method == "POST" else 0
+        return err.status, encode_json(error_body(err)), []
+    if isinstance(err, AuthError):
+        code = "unauthorized" if err.status == 401 else "forbidden"
+        return err.status, _json.encode({"success": False, "error": {"code": code, "reason": err.reason}}), []
+    if isinstance(err, Overloaded):
+        body = {"success": False, "error": {"code": "overloaded", "reason": err.reason}}
+        return 503, _json.encode(body), [(b"retry-after", str(int(err.retry_after + 0.999)).encode())]
+    if isinstance(err, StoreError):
+        log.warning("storage unavailable: %s", err)
+        body = {"success": False, "error": {"code": "storage_unavailable", "reason": str(err)}}
+        return 503, _json.encode(body), [(b"retry-after", b"1")]
+    log.error("unhandled error on %s %s", method, path, exc_info=err)
+    body = {"success": False, "error": {"code": "internal_error", "reason": "internal server error"}}
+    return 500, _json.encode(body), []

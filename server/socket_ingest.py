@@ -37,7 +37,8 @@ async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None,
     events = [event for _, event in decoded.accepted]
     result = await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
     rows = [
-        {"index": index, "eventId": outcome.id, "status": "duplicate" if outcome.duplicate else "stored"}
+        {"index": index, "eventId": outcome.id, "status": "duplicate" if outcome.duplicate else "stored",
+         "processed": result.processed}
         for (index, _), outcome in zip(decoded.accepted, result.outcomes, strict=True)
     ]
     duplicates = sum(1 for o in result.outcomes if o.duplicate)

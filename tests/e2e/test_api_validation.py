@@ -437,7 +437,7 @@ async def test_same_message_id_twice_on_behavioral_is_stored_once(client: httpx.
     assert first.get("duplicate", False) is False
     # and again inside a batch
     batch = (await post_json(client, BEHAVIORAL_BATCH, [body, behavioral(service, "scroll")])).json()
-    assert batch["results"][0] == {"index": 0, "eventId": first["eventId"], "status": "duplicate"}
+    assert batch["results"][0] == {"index": 0, "eventId": first["eventId"], "status": "duplicate", "processed": True}
     assert batch["results"][1]["status"] == "stored"
     assert sorted(e["name"] for e in await stored(client, service)) == ["click", "scroll"]
 
@@ -453,7 +453,7 @@ async def test_insert_id_sent_single_then_in_batch_is_stored_once(client: httpx.
     ]})
     result = answer.json()
     assert result["processedCount"] == 2
-    assert result["results"][0] == {"index": 0, "eventId": first["eventId"], "status": "duplicate"}
+    assert result["results"][0] == {"index": 0, "eventId": first["eventId"], "status": "duplicate", "processed": True}
     assert result["results"][1]["status"] == "stored"
     assert sorted(e["name"] for e in await stored(client, service)) == ["login", "signup"]
 
@@ -469,7 +469,7 @@ async def test_same_id_twice_within_one_batch_is_stored_once(client: httpx.Async
     assert result["processedCount"] == 2
     first, second = result["results"]
     assert first["status"] == "stored"
-    assert second == {"index": 1, "eventId": first["eventId"], "status": "duplicate"}
+    assert second == {"index": 1, "eventId": first["eventId"], "status": "duplicate", "processed": True}
     [event] = await stored(client, service)
     assert event["id"] == first["eventId"]
     assert event["payload"]["metadata"] == {"attempt": 1}  # the first one wins
