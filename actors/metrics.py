@@ -12,7 +12,8 @@ import time
 from collections import Counter, deque
 from typing import Final
 
-RATE_WINDOW_S: Final = 60  # ingest rate is averaged over the last minute
+RATE_WINDOW_S: Final = 60  # rates are averaged over the last minute (or since start, if shorter)
+PROJECT_RATES_MAX: Final = 4096  # per-project rate windows kept before idle ones are dropped
 
 
 def _bucket_bounds() -> list[float]:
@@ -58,10 +59,16 @@ class Histogram:
 
 
 class RateWindow:
-    """Events per second over the last RATE_WINDOW_S seconds, in one-second slots."""
+    """Counts per second over the last RATE_WINDOW_S seconds, in one-second slots.
 
-    def __init__(self) -> None:
+    Until the window has existed RATE_WINDOW_S seconds the average is over the time it has
+    existed (at least one second): a minute-long average in the first seconds of a process would
+    count seconds in which it was not running and understate the rate.
+    """
+
+    def __init__(self, started: float | None = None) -> None:
         self.slots: deque[list[int]] = deque()  # [second, count]
+        self.started = started if started is not None else time.monotonic()
 
     def add(self, count: int, now: float | None = None) -> None:
         second = int(now if now is not None else time.monotonic())
@@ -73,9 +80,11 @@ class RateWindow:
             self.slots.popleft()
 
     def per_second(self, now: float | None = None) -> float:
-        second = int(now if now is not None else time.monotonic())
+        at = now if now is not None else time.monotonic()
+        second = int(at)
         total = sum(count for slot, count in self.slots if slot > second - RATE_WINDOW_S)
-        return round(total / RATE_WINDOW_S, 2)
+        span = min(float(RATE_WINDOW_S), max(1.0, at - self.started))
+        return round(total / span, 2)
 
 
 class Metrics:
@@ -83,7 +92,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.started_at = time.time()
-        self.ingest_rate = RateWindow()
+        self.ingest_rate = RateWindow()  # events accepted (stored + duplicates) per second
+        self.project_rates: dict[str, RateWindow] = {}  # the same, per project (SSE stats)
+        self.response_rate = RateWindow()  # HTTP answers per second (streams are not answers)
         self.events_stored = 0
         self.events_duplicate = 0
         self.events_rejected = 0
@@ -98,15 +109,36 @@ class Metrics:
         self.open_sse = 0
         self.ws_refused = 0
 
-    def count_ingest(self, stored: int, duplicate: int, rejected: int, elapsed_ms: float) -> None:
+    def count_ingest(
+        self, stored: int, duplicate: int, rejected: int, elapsed_ms: float, project: str | None = None
+    ) -> None:
         self.events_stored += stored
         self.events_duplicate += duplicate
         self.events_rejected += rejected
         self.ingest_rate.add(stored + duplicate)
         self.processing.record(elapsed_ms)
+        if project is not None and stored + duplicate:
+            self._project_window(project).add(stored + duplicate)
+
+    def _project_window(self, project: str) -> RateWindow:
+        window = self.project_rates.get(project)
+        if window is None:
+            if len(self.project_rates) >= PROJECT_RATES_MAX:  # drop the projects idle for a minute
+                now = int(time.monotonic())
+                for idle in [p for p, w in self.project_rates.items() if not w.slots or w.slots[-1][0] <= now - RATE_WINDOW_S]:
+                    del self.project_rates[idle]
+            # counted over the process's life so far, like the process-wide rate
+            window = self.project_rates[project] = RateWindow(started=self.ingest_rate.started)
+        return window
+
+    def project_rate(self, project: str) -> float:
+        """Events per second of one project (stored + duplicates) over the last minute, on this node."""
+        window = self.project_rates.get(project)
+        return window.per_second() if window is not None else 0.0
 
     def count_response(self, status: int, elapsed_ms: float) -> None:
         self.requests += 1
+        self.response_rate.add(1)
         self.responses.record(elapsed_ms)
         if status >= 500:
             self.responses_5xx += 1

@@ -63,6 +63,16 @@ class WriteQueueFront:
         # Snapshots ride the same group commit as appends: no transaction of their own.
         await self._submit(Write((), (project, kind, key, snapshot.state, snapshot.upto_seq)))
 
+    # health -------------------------------------------------------------------------------------
+    def queue_depth(self) -> int:
+        """Writes waiting for the writer (not yet taken into a group)."""
+        return self._send.statistics().current_buffer_used
+
+    async def probe_writer(self) -> None:
+        """An empty write through the writer's queue and one commit (no rows): returns when the
+        writer can commit now, raises StoreUnavailable when it cannot. The caller sets the deadline."""
+        await self._submit(Write(()))
+
     async def _submit(self, write: Write) -> None:
         self._require_running()
         timeout = self.APPEND_TIMEOUT_S
