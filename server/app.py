@@ -14,9 +14,10 @@ from typing import Any, Final
 
 import msgspec
 
+from protocol.errors import InvalidInput, error_body
 from server import ingest_routes, sse
 from server.context import Pulse
-from server.http import Exchange, Message, Receive, Request, Scope, Send, respond
+from server.http import Exchange, Message, Receive, Request, Scope, Send, encode_json, respond
 from server.read_app import create_read_app
 from server.ws import websocket_endpoint
 
@@ -75,10 +76,15 @@ class PulseApp:
         pulse = self.pulse
         method, path = scope["method"], scope["path"]
         origin = None
+        framing = 0  # Content-Length and Transfer-Encoding headers seen
         for name, value in scope.get("headers", ()):
             if name == b"origin":
                 origin = value.decode("latin-1")
-                break
+            elif name == b"content-length" or name == b"transfer-encoding":
+                framing += 1
+        if framing > 1:
+            await self.refuse_ambiguous_framing(send, origin)
+            return
         if method == "OPTIONS":
             await respond(send, 200, b"", content_type=b"text/plain", headers=pulse.cors.preflight_headers(origin))
             return
@@ -90,6 +96,17 @@ class PulseApp:
         finally:
             if path not in STREAM_PATHS:
                 pulse.metrics.count_response(exchange.status, (time.perf_counter() - started) * 1000)
+
+    async def refuse_ambiguous_framing(self, send: Send, origin: str | None) -> None:
+        """Both Content-Length and Transfer-Encoding, or Content-Length twice: the body's end is
+        ambiguous, the shape of request smuggling (RFC 9112 6.3). h11 would follow the
+        Transfer-Encoding (or a repeated equal length); Pulse answers 400 and closes the
+        connection, as its native edge does (server/edge/)."""
+        refusal = InvalidInput("content-length", "a request may carry one Content-Length or a Transfer-Encoding, "
+                               "not both or twice", code="ambiguous_framing")
+        headers = [*self.pulse.cors.headers_for(origin), (b"connection", b"close")]
+        self.pulse.metrics.count_response(400, 0.0)
+        await respond(send, 400, encode_json(error_body(refusal)), headers=headers)
 
     async def route(self, method: str, path: str, scope: Scope, receive: Receive, send: Send, started: float) -> bool:
         pulse = self.pulse

@@ -18,7 +18,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import trio  # noqa: E402
 
 from loadtest import cli as loadtest_cli  # noqa: E402
-from server.settings import COMPRESSION_MODES, DEFAULT_PORT, Settings  # noqa: E402
+from server.settings import COMPRESSION_MODES, DEFAULT_PORT, EDGES, Settings  # noqa: E402
 from storage.base import Store  # noqa: E402
 
 
@@ -27,6 +27,20 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
     return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
                             "on: deflate with context takeover, best ratio, ~110 KiB (zlib state kept per socket); "
                             "no-context-takeover: deflate per message, ~12 KiB, but zlib set up on every frame "
                             "sent (CPU) and a lower ratio on small messages")
+    serve.add_argument("--edge", choices=list(EDGES), default=os.environ.get("PULSE_EDGE", "pulse"),
+                       help="pulse: Pulse's own connections, hot ingest served natively (default); "
+                            "hypercorn: stock hypercorn.trio.serve for everything")
     serve.add_argument("--max-websockets", type=int, default=10_000, help="per process; more are refused with 503")
     serve.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL",
                        help="SQLite durability: FULL fsyncs every group commit (survives power loss)")
@@ -56,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", default=None, help="this node's name in the cluster (default host-pid-random)")
     serve.add_argument("--stream-retention", type=int, default=2_000,
                        help="entries kept per project in the Redis stream that subscribers resume from")
+    serve.add_argument("--stream-retention-bytes", type=_positive_int, default=64 * 1024 * 1024,
+                       help="payload bytes kept per project in that stream (default 64 MiB); the oldest "
+                            "entries go first, the newest is always kept")
+    serve.add_argument("--redis-grace", type=_seconds, default=3.0,
+                       help="seconds a node keeps cluster membership and its actors through a Redis outage "
+                            "(default 3; bounded by the 3 s node TTL): a shorter blip rebuilds nothing")
 
     loadtest = commands.add_parser("loadtest", help="run a locust-style load test against a Pulse server")
     loadtest_cli.add_arguments(loadtest)
@@ -104,6 +127,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         data_dir=args.data_dir,
         log_level=args.log_level,
         ws_compression=args.ws_compression,
+        edge=args.edge,
         max_websockets=args.max_websockets,
         synchronous=args.sync,
         database_url=args.database_url,
@@ -111,6 +135,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         node_id=args.node_id,
         workers=args.workers,
         stream_retention=args.stream_retention,
+        stream_retention_bytes=args.stream_retention_bytes,
+        redis_grace=args.redis_grace,
     )
     problem = settings.cluster_problem()
     if problem:

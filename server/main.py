@@ -21,7 +21,6 @@ from typing import Any, Final, cast
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
@@ -32,11 +31,13 @@ from actors.pipeline import IngestPipeline
 from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary, SessionView
 from actors.user import UserActor, UserSummary, UserView
-from server import hypercorn_tuning
 from server.anomalies import watch_from_env
 from server.app import PulseApp
 from server.context import Pulse
 from server.cors import Cors
+from server.edge import server as pulse_edge
+from server.edge import stock as stock_edge
+from server.edge.websocket import use_pulse_websockets
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from storage.base import Project, Store
@@ -151,7 +152,8 @@ async def run_server(settings: Settings, *, task_status: trio.TaskStatus[list[st
 
 
 async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]]) -> None:
-    hypercorn_tuning.install(compression=settings.ws_compression, ping_timeout=settings.ws_ping_timeout)
+    if settings.edge == "pulse":
+        use_pulse_websockets(settings.ws_compression, settings.ws_ping_timeout)
     node_id = settings.node_id or default_node_id()
     metrics = Metrics()
     hub = Hub(metrics)
@@ -160,7 +162,10 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
     if settings.redis_url:
         from storage.redis_bus import RedisBus
 
-        bus = RedisBus(settings.redis_url, node_id, stream_maxlen=settings.stream_retention)
+        bus = RedisBus(
+            settings.redis_url, node_id, stream_maxlen=settings.stream_retention,
+            stream_max_bytes=settings.stream_retention_bytes, link_grace_s=settings.redis_grace,
+        )  # fmt: skip
     async with trio.open_nursery() as services:
         await services.start(store.run)
         if bus is not None:
@@ -206,7 +211,12 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         if settings.supervisor_pid is not None:
             services.start_soon(_watch_supervisor, pulse, settings.supervisor_pid)
         async with trio.open_nursery() as edge:
-            binds = await edge.start(partial(serve, cast(Any, app), hypercorn_config(settings), shutdown_trigger=pulse.shutdown.wait))
+            config = hypercorn_config(settings)
+            if settings.edge == "pulse":
+                serve = partial(pulse_edge.serve, app, config, pulse=pulse, shutdown_trigger=pulse.shutdown.wait)
+            else:  # stock hypercorn.trio.serve, for comparison and as a fallback
+                serve = partial(stock_edge.serve, cast(Any, app), config, shutdown_trigger=pulse.shutdown.wait)
+            binds = await edge.start(serve)
             project = await store.default_project()
             if settings.worker_index:  # the first worker prints the whole banner; the others one line
                 print(f"Pulse worker {settings.worker_index} ready (node {node_id})", flush=True)

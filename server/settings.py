@@ -14,12 +14,16 @@ CORS_ALLOW_HEADERS: Final = (
     "X-Correlation-Id, X-API-Key, Content-Encoding, Last-Event-ID, Accept, Origin, User-Agent, Referer"
 )
 CORS_ALLOW_METHODS: Final = "GET, POST, PUT, DELETE, OPTIONS, PATCH"
-# --ws-compression (server/hypercorn_tuning.py): "off" never negotiates permessage-deflate; "on"
+# --ws-compression (server/edge/websocket.py): "off" never negotiates permessage-deflate; "on"
 # accepts it with context takeover (zlib state kept per socket: 110.7 KiB per idle socket against
 # ~12 KiB off, docs/performance.md); "no-context-takeover" accepts it but requires
 # server_no_context_takeover and client_no_context_takeover, so no zlib state outlives a message
 # (~11.9 KiB per idle socket) at the price of setting zlib up for every frame sent.
 COMPRESSION_MODES: Final = ("off", "on", "no-context-takeover")
+# --edge: "pulse" serves hot ingest requests natively and everything else through hypercorn's
+# protocol classes on Pulse's own connections (server/edge/); "hypercorn" is stock
+# hypercorn.trio.serve for everything, for comparison and as a fallback.
+EDGES: Final = ("pulse", "hypercorn")
 
 
 def is_loopback(host: str) -> bool:
@@ -48,6 +52,7 @@ class Settings:
     synchronous: str = "FULL"  # SQLite: FULL = every acknowledged commit is fsynced
     # permessage-deflate (COMPRESSION_MODES): "on" costs ~100 KiB of zlib state per socket
     ws_compression: str = "off"
+    edge: str = "pulse"  # EDGES
     database_url: str | None = None  # postgresql://... : PostgreSQL instead of the embedded SQLite
     redis_url: str | None = None  # redis://... : the bus between nodes (required for workers > 1)
     node_id: str | None = None  # this node's name in the cluster (default: host-pid-random)
@@ -58,6 +63,14 @@ class Settings:
     # entry is one request's messages (one event or a whole batch), so memory is about
     # entries x request size: 2,000 single events ~ 2 MB, 2,000 100-event batches ~ 220 MB.
     stream_retention: int = 2_000
+    # ... and payload bytes kept per project stream: a bound that holds whatever the request size
+    # (one client sending 4 MB batches would otherwise fill Redis within the entry count).
+    stream_retention_bytes: int = 64 * 1024 * 1024
+    # Seconds a node keeps the cluster's membership after losing Redis: a reconnect within it that
+    # finds the same nodes keeps every actor (a longer outage: the node serves every key alone and
+    # every actor is rebuilt from the log when Redis returns). Never longer than the node TTL (3 s)
+    # after the node's last heartbeat, past which the other nodes may have taken its keys.
+    redis_grace: float = 3.0
 
     @property
     def storage_name(self) -> str:

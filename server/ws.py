@@ -1,7 +1,7 @@
 """WebSocket endpoints: /api/events/ws (seed 004) and /api/v1/behavioral/stream (seed 000).
 
 One connection = one task, which reads client messages and writes the subscriber's bounded queue
-to the socket: the transport's inbox (server/hypercorn_tuning.py) wakes it when the queue has
+to the socket: the transport's inbox (server/edge/websocket.py) wakes it when the queue has
 frames. Acks and stream messages share that queue, so the task is the only sender. A socket that
 sends events gets a nursery for its concurrent ingests when it sends the first one. An idle socket
 costs ~12 KiB in all (loadtest/ws_memory.py), most of it hypercorn's and trio's.
@@ -52,8 +52,8 @@ from protocol.stream import (
 )
 from server.auth import Access, AuthError, authenticate, key_from
 from server.context import Pulse
+from server.edge.websocket import WebSocketInbox
 from server.http import Message, Receive, Scope, Send
-from server.hypercorn_tuning import WebSocketInbox
 from server.ingest_routes import now_ms
 from server.params import flag_param
 from server.socket_ingest import ingest_batch, ingest_one
@@ -161,12 +161,21 @@ class Socket:
 
 
 async def websocket_endpoint(pulse: Pulse, scope: Scope, receive: Receive, send: Send, *, behavioral: bool) -> None:
+    inbox = scope.get("extensions", {}).get("pulse.inbox")
+    if inbox is None:  # stock hypercorn (--edge hypercorn): an inbox fed by a task of its own
+        from server.edge.stock import pumped_inbox
+
+        async with pumped_inbox(receive) as inbox:
+            await _endpoint(pulse, scope, inbox, send, behavioral=behavioral)
+    else:
+        await _endpoint(pulse, scope, inbox, send, behavioral=behavioral)
+
+
+async def _endpoint(pulse: Pulse, scope: Scope, inbox: WebSocketInbox, send: Send, *, behavioral: bool) -> None:
+    receive = inbox.receive
     message = await receive()
     if message["type"] != "websocket.connect":
         return
-    inbox = scope.get("extensions", {}).get("pulse.inbox")
-    if inbox is None:
-        raise RuntimeError("WebSocket endpoints need the transport of server/hypercorn_tuning (install() it)")
     query = _query(scope)
     try:
         access = await authenticate(pulse.store, key_from(_headers(scope), query), open_access=pulse.settings.open_access)

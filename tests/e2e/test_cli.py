@@ -14,7 +14,7 @@ import httpx
 import pytest
 from wsproto.extensions import PerMessageDeflate
 
-from server import hypercorn_tuning
+from server.edge import websocket as edge_websocket
 from server.settings import COMPRESSION_MODES
 from tests.e2e.server_process import ROOT, ServerProcess
 from tests.e2e.ws_client import Client
@@ -132,7 +132,7 @@ async def test_server_accepts_the_created_projects_keys(provisioned: tuple[Serve
 @pytest.mark.parametrize("mode", COMPRESSION_MODES)
 async def test_serve_ws_compression_modes_as_a_browser_offering_deflate_sees_them(tmp_path: pathlib.Path,
                                                                                     mode: str) -> None:
-    assert set(COMPRESSION_MODES) == set(hypercorn_tuning.COMPRESSION_MODES)  # the CLI offers each mode there is
+    assert set(COMPRESSION_MODES) == set(edge_websocket.COMPRESSION_MODES)  # the CLI offers each mode there is
     proc = ServerProcess(tmp_path / "data", extra=["--ws-compression", mode]).start()
     try:
         offer = PerMessageDeflate()  # what browsers offer: permessage-deflate; client_max_window_bits

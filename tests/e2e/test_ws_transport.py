@@ -1,15 +1,15 @@
-"""The transport under Pulse (server/hypercorn_tuning.py) with small ASGI apps, in this process:
+"""The transport under Pulse (server/edge/) with small ASGI apps, in this process:
 keep-alive deadlines from the server's timer wheel, the no-context-takeover deflate mode, the
 inbox's wake-up, and the subscriber queue (actors.hub.FrameQueue) the WebSocket task drains, as
 the hub fills it.
 
-``install`` patches hypercorn for the whole process; no other test serves hypercorn in-process.
+``use_pulse_websockets`` sets hypercorn's WebSocket stream class for the whole process; no other
+test serves hypercorn in-process.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,14 +19,14 @@ import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
-from hypercorn.trio import serve
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from actors.hub import KIND_EVENT, Attrs, Frame, FrameQueue, Hub, Subscriber
 from actors.metrics import Metrics
-from server import hypercorn_tuning
+from server.edge.server import DEADLINE_TICK_S, serve
+from server.edge.websocket import use_pulse_websockets
 
 STEP_S = 10
 
@@ -60,7 +60,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @asynccontextmanager
 async def _server(*, compression: str = "off", keep_alive: float = 5.0) -> AsyncIterator[tuple[str, int]]:
-    hypercorn_tuning.install(compression=compression, ping_timeout=20.0)
+    use_pulse_websockets(compression, ping_timeout=20.0)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -69,7 +69,7 @@ async def _server(*, compression: str = "off", keep_alive: float = 5.0) -> Async
     config.graceful_timeout = 1
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, _app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+        binds = await nursery.start(partial(serve, _app, config, pulse=None, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
         host, port = binds[0].removeprefix("http://").rsplit(":", 1)
         yield host, int(port)
         shutdown.set()
@@ -86,17 +86,23 @@ async def _get(stream: trio.SocketStream, host: str) -> bytes:
     return response
 
 
-async def test_a_connection_idle_for_the_keep_alive_timeout_is_closed_and_requests_keep_it_open() -> None:
-    async with _server(keep_alive=0.6) as (host, port):
+async def test_a_connection_idle_for_the_keep_alive_timeout_is_closed_and_requests_keep_it_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Virtual time: client and server run in this trio run, so the clock only jumps when neither
+    # has anything to do, and the deadlines are exact.
+    keep_alive = 0.6
+    async with _server(keep_alive=keep_alive) as (host, port):
         stream = await trio.open_tcp_stream(host, port)
         for _ in range(4):  # 4 x 0.3 s: longer than the timeout, but never idle for that long
             assert (await _get(stream, host)).startswith(b"HTTP/1.1 200")
-            await trio.sleep(0.3)
-        idle_since = time.monotonic()
+            await trio.sleep(keep_alive / 2)
+        idle_since = trio.current_time()
         with trio.fail_after(STEP_S):
             assert await stream.receive_some(65536) == b""  # the server closed it
-        idle = time.monotonic() - idle_since
-        assert 0.2 <= idle < 2.0, idle  # 0.6 s less the 0.3 s already idle, plus up to a wheel tick
+        idle = trio.current_time() - idle_since
+        # 0.6 s less the 0.3 s already idle, late by up to one tick of the deadline wheel, never early
+        assert keep_alive / 2 <= idle <= keep_alive / 2 + DEADLINE_TICK_S + 1e-9, idle
         await stream.aclose()
 
 
@@ -192,10 +198,13 @@ async def test_frame_queue_hands_frames_over_in_order_and_ends_after_close() -> 
         queue.receive_nowait()
 
 
-async def test_frame_queue_allows_one_receiver_and_survives_a_cancelled_receive() -> None:
+async def test_frame_queue_allows_one_receiver_and_survives_a_cancelled_receive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     queue = FrameQueue(4)
-    with trio.move_on_after(0.01):
+    with trio.move_on_after(1) as waited:  # virtual time: an empty queue's receive waits until cancelled
         await queue.receive()
+    assert waited.cancelled_caught
     async with trio.open_nursery() as nursery:
         nursery.start_soon(queue.receive)
         await trio.testing.wait_all_tasks_blocked()
