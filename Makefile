@@ -20,8 +20,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy protocol storage actors server loadtest
 
+# -rfEs: skipped tests are listed with their reason (PostgreSQL/Redis missing locally); CI sets
+# PULSE_REQUIRE_SERVICES=1 (.ci/run), which makes a missing service a failure instead.
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -rfEs
 
 clean:
 	rm -rf $(VENV) data

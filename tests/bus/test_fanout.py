@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from storage.redis_bus import BusUnavailable, StreamTrimmed, parse_stream_id
-from tests.bus.conftest import Recorder, make_bus, redis_client, running, wait_until
-from tests.services.redis import RedisServer
+from tests.bus.conftest import WAIT_S, Recorder, make_bus, redis_client, running, wait_until
+from tests.services import service_unavailable
+from tests.services.redis import REDIS_URL_ENV, RedisServer
 
 
 async def test_every_node_receives_every_entry_in_the_same_order(redis_url: str) -> None:
@@ -92,16 +94,17 @@ async def test_read_since_a_trimmed_position_says_so(redis_url: str) -> None:
 
 async def test_publish_never_waits_and_refuses_when_the_queue_is_full(redis_server: RedisServer) -> None:
     if not redis_server.restartable:
-        pytest.skip("needs a private redis server")
+        service_unavailable(f"needs a private redis server ({REDIS_URL_ENV} cannot be paused)")
     async with running() as nodes:
         bus = await nodes.start(make_bus(redis_server.url, "a"))
         redis_server.pause()  # the publisher's pipeline waits; the queue behind it fills
         try:
-            with trio.fail_after(1), pytest.raises(BusUnavailable, match="queue is full"):  # noqa: PT012
+            # publish() never waits: the loop's only checkpoints are its own
+            with trio.fail_after(WAIT_S), pytest.raises(BusUnavailable, match="queue is full"):  # noqa: PT012
                 for i in range(20_000):
                     await bus.publish("ch", b"%d" % i)
                     if i % 1000 == 0:
-                        await trio.sleep(0.01)  # let the publisher take a batch
+                        await trio.testing.wait_all_tasks_blocked()  # the publisher took a batch
             assert bus.stats()["publish_refused"] == 1
         finally:
             redis_server.resume()
@@ -135,15 +138,18 @@ async def test_a_pubsub_disconnect_leaves_no_gap(redis_url: str) -> None:
         await wait_until(lambda: reader.connected)
         await publish(300)
         await got.wait_for(900)
-        await trio.sleep(0.05)  # nothing more may arrive (no duplicates)
+        # a marker after them on every channel is the next entry there: no duplicate in between
+        for channel in ("ch0", "ch1", "ch2"):
+            await publisher.publish(channel, b"marker")
+        await got.wait_for(903)
 
         stats = reader.stats()
         assert stats["reconnects"] == 1
         assert stats["gap_filled"] > 0  # the middle batch came from the streams, not pub/sub
         for channel in ("ch0", "ch1", "ch2"):
             expected = [b"%d" % i for i in range(900) if i % 3 == int(channel[-1])]
-            assert got.payloads(channel) == expected
-        assert len(got.entries) == 900
+            assert got.payloads(channel) == [*expected, b"marker"]
+        assert len(got.entries) == 903
 
 
 async def test_a_node_back_from_a_pause_fills_its_gap_from_the_streams(redis_url: str) -> None:
@@ -165,8 +171,14 @@ async def test_a_node_back_from_a_pause_fills_its_gap_from_the_streams(redis_url
         await nodes.start(reader)  # the same bus object runs again
         await publisher.publish("ch", b"50")
         await got.wait_for(51)
-        await trio.sleep(0.05)  # nothing more may arrive (no duplicates)
-        assert got.payloads() == [b"%d" % i for i in range(51)]
+        # a marker on each channel is the next entry there: no duplicate on "ch", and the entry
+        # "other" had before the reader first saw it never comes (it would precede the marker)
+        await publisher.publish("ch", b"51")
+        await publisher.publish("other", b"marker")
+        await got.wait_for(53)
+        assert got.payloads("ch") == [b"%d" % i for i in range(52)]
+        assert got.payloads("other") == [b"marker"]
+        assert len(got.entries) == 53
         assert reader.stats()["gap_filled"] == 45
 
 

@@ -20,6 +20,27 @@ from tests.e2e.server_process import ServerProcess
 from tests.e2e.sse_client import SSEClient
 
 STEP_S = 15
+PHASE_EVENTS = 20  # acknowledgements each phase of a load test waits for (instead of a fixed time)
+
+
+class Tally:
+    """A count that load tasks raise and a test waits on: "N more happened" instead of a sleep."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._raised = trio.Event()
+
+    def add(self) -> None:
+        self.count += 1
+        self._raised.set()
+        self._raised = trio.Event()
+
+    async def more(self, n: int) -> None:
+        """Wait until the count has risen by ``n`` (at most STEP_S)."""
+        target = self.count + n
+        with trio.fail_after(STEP_S):
+            while self.count < target:
+                await self._raised.wait()
 
 
 def page_view(session: str, url: str, ts: int, user: str = "u-1") -> dict[str, Any]:
@@ -145,6 +166,7 @@ async def test_sessions_of_a_killed_node_are_served_again_by_the_survivors(clust
 
 async def test_redis_restart_under_load_loses_nothing_and_streams_resume(cluster: Cluster, redis_server: Any) -> None:
     acked: list[str] = []
+    acks = Tally()
     stop = trio.Event()
 
     async def load(http: httpx.AsyncClient, worker: int) -> None:
@@ -155,6 +177,7 @@ async def test_redis_restart_under_load_loses_nothing_and_streams_resume(cluster
             answer = await http.post(f"{node.url}/api/events/track/load", json={"eventId": client_id, "sessionId": f"rs-{worker}"})
             assert answer.status_code == 200, answer.text  # Redis down: ingestion goes on
             acked.append(client_id)
+            acks.add()
             i += 1
             await trio.sleep(0.01)
 
@@ -162,14 +185,14 @@ async def test_redis_restart_under_load_loses_nothing_and_streams_resume(cluster
         async with trio.open_nursery() as nursery:
             for worker in range(4):
                 nursery.start_soon(load, http, worker)
-            await trio.sleep(0.5)
+            await acks.more(PHASE_EVENTS)
             await trio.to_thread.run_sync(redis_server.stop)
             await wait_for_component(cluster.nodes[1], "messageQueue", "degraded")
-            await trio.sleep(1.0)
+            await acks.more(PHASE_EVENTS)  # acknowledged while Redis is down
             await trio.to_thread.run_sync(redis_server.start)
             for node in cluster.nodes:
                 await wait_for_component(node, "messageQueue", "healthy")
-            await trio.sleep(0.5)
+            await acks.more(PHASE_EVENTS)
             stop.set()
         await cluster.wait_formed()
         # cross-node delivery works again
@@ -182,11 +205,10 @@ async def test_redis_restart_under_load_loses_nothing_and_streams_resume(cluster
 
 async def test_postgres_restart_under_load_acknowledges_only_what_is_stored(cluster: Cluster, postgres_server: Any) -> None:
     acked: list[str] = []
-    refused = 0
+    acks, refusals = Tally(), Tally()
     stop = trio.Event()
 
     async def load(http: httpx.AsyncClient, worker: int) -> None:
-        nonlocal refused
         i = 0
         while not stop.is_set():
             client_id = f"p-{worker}-{i}"
@@ -201,9 +223,10 @@ async def test_postgres_restart_under_load_acknowledges_only_what_is_stored(clus
                 assert answer is None or answer.status_code == 503, answer.text
                 if answer is not None:
                     assert answer.headers.get("retry-after")
-                refused += 1
+                refusals.add()
                 await trio.sleep(0.1)
             acked.append(client_id)
+            acks.add()
             i += 1
             await trio.sleep(0.01)
 
@@ -211,16 +234,16 @@ async def test_postgres_restart_under_load_acknowledges_only_what_is_stored(clus
         async with trio.open_nursery() as nursery:
             for worker in range(4):
                 nursery.start_soon(load, http, worker)
-            await trio.sleep(0.5)
+            await acks.more(PHASE_EVENTS)
             await trio.to_thread.run_sync(postgres_server.stop)
             await wait_for_component(cluster.nodes[0], "database", "unhealthy")
-            await trio.sleep(1.0)
+            # the outage is seen by clients as 503s (or refused connections), not as lost acknowledgements
+            await refusals.more(4)
             await trio.to_thread.run_sync(postgres_server.start)
             for node in cluster.nodes:
                 await wait_for_component(node, "database", "healthy")
-            await trio.sleep(0.5)
+            await acks.more(PHASE_EVENTS)  # acknowledged again after the restart
             stop.set()
-        assert refused > 0  # the outage was seen by clients as 503s, not as lost acknowledgements
         await assert_stored_once(http, cluster.nodes[1], acked)
 
 

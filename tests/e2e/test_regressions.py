@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 import socket
-import time
 
 import httpx
 import pytest
@@ -76,10 +75,8 @@ def test_sigterm_exits_promptly_while_a_subscriber_has_stopped_reading(tmp_path:
             big = {"serviceName": "s", "metadata": {"pad": "x" * 200_000}}
             for _ in range(20):  # ~4 MB towards a client that reads nothing
                 assert http.post("/api/events/track/big", json=big).status_code == 200
-        started = time.monotonic()
-        code = proc.stop()
-        assert code == 0
-        assert time.monotonic() - started < 10
+        # stop() waits STOP_TIMEOUT_S (the server's own shutdown bound, 10 s) and fails beyond it
+        assert proc.stop() == 0
     finally:
         stalled.close()
         proc.kill()

@@ -60,10 +60,12 @@ async def test_a_slow_service_gets_the_slow_service_suggestion(client: httpx.Asy
     # a later track answer about that service carries it (from the cache, no store read)...
     later = await track(client, "payment-completed", {"serviceName": "payment-service", "responseTimeMs": 910})
     assert [s["id"] for s in later["suggestions"]] == ["sug-slow-payment-service"]
+    assert_suggestion_shape(later["suggestions"][0])
     assert later["suggestions"][0]["basedOn"]["sampleSize"] == 30
     # ... and so does a batch with such an event; one about another service does not
     mixed = await client.post("/api/events/track/batch", json=batch("payment-completed", "payment-service", [900]))
     assert [s["id"] for s in mixed.json()["suggestions"]] == ["sug-slow-payment-service"]
+    assert_suggestion_shape(mixed.json()["suggestions"][0])
     other = await track(client, "user-login", {"serviceName": "user-service", "responseTimeMs": 95})
     assert other["suggestions"] == []
 

@@ -34,7 +34,8 @@ async def _received(stream: trio.SocketStream, ws: WSConnection) -> list[Event] 
 
 
 async def _pinging_server(stream: trio.SocketStream, seen: list[str]) -> None:
-    """Accept the handshake; when the client's close arrives, ping it, then answer the close."""
+    """Accept the handshake; when the client's close arrives, ping it, then answer the close, and
+    read until the client hangs up: whatever it sends after its close (a pong) lands in ``seen``."""
     ws = WSConnection(ConnectionType.SERVER)
     async with stream:
         while (events := await _received(stream, ws)) is not None:
@@ -43,11 +44,14 @@ async def _pinging_server(stream: trio.SocketStream, seen: list[str]) -> None:
                 if isinstance(event, Request):
                     await stream.send_all(ws.send(AcceptConnection()))
                 elif isinstance(event, CloseConnection):
-                    # wsproto will not send a ping once the peer closed: write the frame by hand
-                    await stream.send_all(b"\x89\x00")  # FIN + ping, empty payload
-                    await trio.sleep(0.05)  # the client's reader handles the ping meanwhile
+                    # wsproto will not send a ping once the peer closed: write the frame by hand.
+                    # The client's reader takes the ping before the close behind it, so a pong (or a
+                    # crash) would come before the client hangs up, which ends the read below.
+                    ping = b"\x89\x00"  # FIN + ping, empty payload
                     # answered with a code of its own: the client shows it only if its reader read it
-                    await stream.send_all(ws.send(CloseConnection(code=4000, reason="bye")))
+                    await stream.send_all(ping + ws.send(CloseConnection(code=4000, reason="bye")))
+                    while data := await stream.receive_some(65536):
+                        seen.append(f"bytes after its close: {data!r}")
                     return
                 elif isinstance(event, Ping | Pong):
                     pass

@@ -4,12 +4,14 @@ Where the server comes from:
 
 - ``PULSE_TEST_DATABASE_URL`` set (``postgresql://user@host:port/dbname``): that server is used and
   never stopped; every database this module creates in it is uniquely named and dropped afterwards.
-- otherwise a private server is started from the installed binaries (``/usr/lib/postgresql/*/bin``,
-  or ``PULSE_PG_BIN``) in a temporary directory on a free loopback port, with ``fsync=off``, and
+- otherwise a private server is started from the installed binaries (``PULSE_PG_BIN``, else the newest
+  ``/usr/lib/postgresql/*/bin``, else ``initdb`` on the PATH) in a temporary directory on a free
+  loopback port, with ``fsync=off``, and
   removed at the end of the session. initdb refuses to run as root, so as root it runs as the
   ``postgres`` user. initdb runs once per session; a fresh database costs ~0.1 s. Servers left
   behind by a killed session are stopped and removed when the next one starts.
-- neither: tests that need PostgreSQL are skipped.
+- neither: tests that need PostgreSQL are skipped with the reason, or fail with it when
+  ``PULSE_REQUIRE_SERVICES=1`` (CI: ``.ci/run``); see tests/services/__init__.py.
 
 The API, for any test package::
 
@@ -20,7 +22,7 @@ The API, for any test package::
 
     def test_outage(postgres_server: PostgresServer) -> None:
         if not postgres_server.restartable:
-            pytest.skip("needs a private server")
+            service_unavailable("needs a private server")
         with postgres_server.database() as dsn:                   # another fresh database
             postgres_server.stop()                                # clients see the server go away
             postgres_server.start()                               # same port, same data
@@ -60,8 +62,11 @@ from typing import Final
 
 import pytest
 
+from tests.services import service_unavailable
+
 DATABASE_URL_ENV: Final = "PULSE_TEST_DATABASE_URL"
 BIN_DIR_ENV: Final = "PULSE_PG_BIN"
+SERVER_PROGRAMS: Final = ("initdb", "pg_ctl", "psql")  # what a bin directory must hold
 ROOT_PREFIX: Final = "pulse-pg-"  # private servers live in <tmp>/pulse-pg-*/
 OWNER_FILE: Final = "owner.pid"  # the test process a private server belongs to
 SERVER_USER: Final = "postgres"  # the OS user that owns a private server's files when we are root
@@ -192,14 +197,32 @@ def database_of(dsn: str) -> str:
 
 
 # Starting a server ---------------------------------------------------------------------------------
-def _find_bin_dir() -> pathlib.Path | None:
+def find_bin_dir() -> tuple[pathlib.Path | None, str]:
+    """The directory of the server binaries, or None and why there is none."""
     configured = os.environ.get(BIN_DIR_ENV)
     if configured:
-        return pathlib.Path(configured)
+        missing = _missing_programs(pathlib.Path(configured))
+        if missing:
+            return None, f"{BIN_DIR_ENV}={configured!r} has no {', '.join(missing)}"
+        return pathlib.Path(configured), ""
     candidates = sorted(
         pathlib.Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
     )
-    return candidates[-1].parent if candidates else None
+    if candidates:
+        return candidates[-1].parent, ""
+    on_path = shutil.which("initdb")
+    if on_path:
+        bin_dir = pathlib.Path(on_path).resolve().parent
+        if not _missing_programs(bin_dir):
+            return bin_dir, ""
+    return None, (
+        f"no PostgreSQL server binaries (no /usr/lib/postgresql/*/bin/initdb, no initdb on the PATH; "
+        f"install the postgresql package, or set {BIN_DIR_ENV} or {DATABASE_URL_ENV})"
+    )
+
+
+def _missing_programs(bin_dir: pathlib.Path) -> list[str]:
+    return [name for name in SERVER_PROGRAMS if not os.access(bin_dir / name, os.X_OK)]
 
 
 def _free_port() -> int:
@@ -264,34 +287,41 @@ def start_private_server(bin_dir: pathlib.Path) -> PostgresServer:
     return server
 
 
-def _open_server() -> PostgresServer | None:
+def _open_server() -> tuple[PostgresServer | None, str]:
     url = os.environ.get(DATABASE_URL_ENV)
     if url:
         external = PostgresServer(url, data_dir=None, bin_dir=None)
         external.dsn = external.create_database()  # this session's own maintenance database
-        return external
-    bin_dir = _find_bin_dir()
+        return external, ""
+    bin_dir, reason = find_bin_dir()
     if bin_dir is None:
-        return None
-    return start_private_server(bin_dir)
+        return None, reason
+    return start_private_server(bin_dir), ""
 
 
 # The session's server: one per process, however many conftests import the fixture ---------------
 _shared: PostgresServer | None = None
+_unavailable = ""  # why there is no server, once a first acquire_server() found none
 _users = 0
 _shared_lock = threading.Lock()
 
 
 def acquire_server() -> PostgresServer | None:
-    """The session's server, started on first use; pair with release_server()."""
-    global _shared, _users
+    """The session's server, started on first use (None: see unavailable_reason()); pair with
+    release_server()."""
+    global _shared, _unavailable, _users
     with _shared_lock:
         if _shared is None:
-            _shared = _open_server()
+            _shared, _unavailable = _open_server()
             if _shared is not None:
                 atexit.register(_shared.close)  # in case a session dies before its teardown
         _users += 1
         return _shared
+
+
+def unavailable_reason() -> str:
+    """Why the last acquire_server() returned None."""
+    return _unavailable
 
 
 def release_server() -> None:
@@ -309,7 +339,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = acquire_server()
     try:
         if server is None:
-            pytest.skip(f"no PostgreSQL: set {DATABASE_URL_ENV} or install the server binaries")
+            service_unavailable(f"no PostgreSQL: {unavailable_reason()}")
         yield server
     finally:
         release_server()

@@ -5,11 +5,13 @@ Where the server comes from:
 - ``PULSE_TEST_REDIS_URL`` set (``redis://host:port/db``): that server is used and never stopped.
   It is flushed (FLUSHDB) before each test that uses it, so point it at a database of its own.
   It cannot be stopped or started: fault tests that need that skip (``restartable`` is False).
-- otherwise a private ``redis-server`` (``/usr/bin/redis-server``, or ``PULSE_REDIS_SERVER``) is
+- otherwise a private ``redis-server`` (``PULSE_REDIS_SERVER``, else ``/usr/bin/redis-server``, else
+  ``redis-server`` on the PATH) is
   started for each test in a temporary directory on a free loopback port, with persistence off
   (``--save "" --appendonly no``). It starts in a few milliseconds and is removed afterwards, so
   every test gets an empty server and may stop and start it at will.
-- neither: tests that need Redis are skipped.
+- neither: tests that need Redis are skipped with the reason, or fail with it when
+  ``PULSE_REQUIRE_SERVICES=1`` (CI: ``.ci/run``); see tests/services/__init__.py.
 
 The API, for any test package::
 
@@ -20,7 +22,7 @@ The API, for any test package::
 
     async def test_outage(redis_server: RedisServer) -> None:
         if not redis_server.restartable:
-            pytest.skip("needs a private server")
+            service_unavailable("needs a private server")
         redis_server.stop()          # the process exits (SIGTERM); clients see their sockets close
         redis_server.start()         # a new, empty server on the same port (same url)
         redis_server.pause()         # SIGSTOP: connections stay open but nothing answers
@@ -53,6 +55,8 @@ from collections.abc import Iterator
 from typing import Final
 
 import pytest
+
+from tests.services import service_unavailable
 
 REDIS_URL_ENV: Final = "PULSE_TEST_REDIS_URL"
 SERVER_BIN_ENV: Final = "PULSE_REDIS_SERVER"
@@ -159,19 +163,32 @@ class RedisServer:
 
 
 def server_binary() -> str | None:
+    return find_server_binary()[0]
+
+
+def find_server_binary() -> tuple[str | None, str]:
+    """The ``redis-server`` to run, or None and why there is none."""
     configured = os.environ.get(SERVER_BIN_ENV)
     if configured:
-        return configured
-    if os.path.exists(DEFAULT_SERVER_BIN):
-        return DEFAULT_SERVER_BIN
-    return shutil.which("redis-server")
+        if not os.access(configured, os.X_OK):
+            return None, f"{SERVER_BIN_ENV}={configured!r} is not an executable file"
+        return configured, ""
+    if os.access(DEFAULT_SERVER_BIN, os.X_OK):
+        return DEFAULT_SERVER_BIN, ""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path, ""
+    return None, (
+        f"no redis-server ({DEFAULT_SERVER_BIN} missing, none on the PATH; install the redis-server "
+        f"package, or set {SERVER_BIN_ENV} or {REDIS_URL_ENV})"
+    )
 
 
 def start_private_server() -> RedisServer:
     """A new private server on a free loopback port, running; close() it when done."""
-    binary = server_binary()
+    binary, reason = find_server_binary()
     if binary is None:
-        raise RuntimeError(f"no redis-server binary (set {SERVER_BIN_ENV})")
+        raise RuntimeError(reason)
     root = pathlib.Path(tempfile.mkdtemp(prefix="pulse-redis-"))
     server = RedisServer(f"redis://127.0.0.1:{_free_port()}/0", binary=binary, root=root)
     try:
@@ -226,8 +243,9 @@ def redis_server() -> Iterator[RedisServer]:
         external.flush()
         yield external
         return
-    if server_binary() is None:
-        pytest.skip(f"no Redis: set {REDIS_URL_ENV} or install redis-server")
+    _, reason = find_server_binary()
+    if reason:
+        service_unavailable(f"no Redis: {reason}")
     server = start_private_server()
     try:
         yield server

@@ -9,6 +9,7 @@ from __future__ import annotations
 import trio_asyncio  # first: before anything imports asyncpg
 
 # isort: split
+import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -28,6 +29,8 @@ from storage.postgres import PostgresStore
 from .test_store import T0, make_event
 
 MONTH_MS = 31 * 86_400_000
+DAY_MS = 86_400_000
+STEP_S = 10  # bound on anything a test waits for; passing tests take far less
 
 
 @contextlib.asynccontextmanager
@@ -78,13 +81,28 @@ async def test_events_land_in_monthly_partitions_or_the_default(postgres_dsn: st
         assert where["now"] == postgres_schema.partition_name(postgres_schema.month_of(now))
         assert where["t0"] == "events_2024_10"
         assert where["epoch"] == where["future"] == "events_default"
-        # A month whose rows are already in the default stays there: nothing is ever rejected.
-        old = now - 40 * MONTH_MS
-        await store.append([make_event(project, ts=old, name="old")])
-        await store.append([make_event(project, ts=old + 1, name="older")])
-        rows = await fetch(db, "SELECT name, tableoid::regclass::text FROM events WHERE name IN ('old', 'older')")
-        assert {row[1] for row in rows} == {"events_default"}
-        assert await store.count_events(project) == 6
+        # A month of the window whose rows are already in the default stays there (its partition
+        # cannot be made: those rows would violate it), and nothing is ever rejected. The row is
+        # put there behind the store's back, as a partition that was "busy" earlier would have.
+        current = postgres_schema.month_of(now)
+        month = current - 30 if current - 30 != postgres_schema.month_of(T0) else current - 31
+        early = postgres_schema.month_start_ms(month) + DAY_MS
+        await fetch(
+            db,
+            "INSERT INTO events (seq, id, project, name, source, timestamp, received_at, flags, payload)"
+            " VALUES (0, 'planted-id', $1, 'planted', 'test', $2, $2, 0, $3)",
+            project, early, b"",
+        )  # fmt: skip
+        await store.append([make_event(project, ts=early + 1, name="old")])
+        await store.append([make_event(project, ts=early + 2, name="older")])
+        rows = await fetch(
+            db, "SELECT name, tableoid::regclass::text FROM events WHERE name IN ('planted', 'old', 'older')"
+        )
+        assert sorted((row[0], row[1]) for row in rows) == [
+            ("old", "events_default"), ("older", "events_default"), ("planted", "events_default")]  # fmt: skip
+        partition = postgres_schema.partition_name(month)
+        assert (await fetch(db, "SELECT to_regclass($1)::text", partition))[0][0] is None, partition
+        assert await store.count_events(project) == 6  # the planted row is not the store's
 
 
 async def test_migrations_are_recorded_and_applied_once(postgres_dsn: str) -> None:
@@ -189,15 +207,25 @@ async def test_project_created_on_one_node_is_found_on_another(postgres_dsn: str
 async def test_a_cancelled_unit_of_work_leaks_no_connection(postgres_dsn: str) -> None:
     async with trio_asyncio.open_loop(), database(postgres_dsn) as db, database(postgres_dsn) as observer:
 
+        inserted = trio.Event()
+
         async def slow(conn: Any) -> None:
             await conn.execute("CREATE TABLE IF NOT EXISTS t (v int)")
             await conn.execute("INSERT INTO t VALUES (1)")
+            inserted.set()
             await conn.fetchval("SELECT pg_sleep(5)")
 
+        async def cancel_once_inserted(caller: trio.CancelScope) -> None:
+            await inserted.wait()
+            caller.cancel()
+
         for in_transaction in (True, False, True):
-            with trio.move_on_after(0.3) as scope:
-                await db.run(slow, time_limit_s=10, transaction=in_transaction)
-            assert scope.cancelled_caught
+            inserted = trio.Event()
+            with trio.CancelScope() as caller:  # the caller goes away after the INSERT, mid-unit
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel_once_inserted, caller)
+                    await db.run(slow, time_limit_s=10, transaction=in_transaction)
+            assert caller.cancelled_caught
         with pytest.raises(StoreUnavailable, match="did not answer within 0.3 s"):
             await db.run(slow, time_limit_s=0.3, transaction=True)
         states = await fetch(
@@ -208,19 +236,44 @@ async def test_a_cancelled_unit_of_work_leaks_no_connection(postgres_dsn: str) -
         assert not any(row[0] == "active" for row in states)
         # The rows of cancelled transactions were rolled back; the one without a transaction stayed.
         assert await db.run(lambda conn: conn.fetchval("SELECT count(*) FROM t"), time_limit_s=10) == 1
-        # Both connections are back in the pool: two units at once still run.
-        async with trio.open_nursery() as nursery:
-            for _ in range(2):
-                nursery.start_soon(lambda: db.run(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"), time_limit_s=2))
+        # Both connections are back in the pool: two units run at once. Each holds its connection
+        # until the other is running too, so with one connection short the first would wait alone.
+        running_units = 0
+        both_running = asyncio.Event()
+
+        async def meet(conn: Any) -> None:
+            nonlocal running_units
+            assert await conn.fetchval("SELECT 1") == 1
+            running_units += 1
+            if running_units == 2:
+                both_running.set()
+            await asyncio.wait_for(both_running.wait(), STEP_S)
+
+        with trio.fail_after(STEP_S):
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):
+                    nursery.start_soon(lambda: db.run(meet, time_limit_s=2 * STEP_S))
+        assert running_units == 2
 
 
 async def test_a_cancelled_append_caller_does_not_cancel_the_commit(postgres_dsn: str) -> None:
     async with trio_asyncio.open_loop(), running(postgres_dsn) as store:
         project = (await store.default_project()).id
         events = [make_event(project) for _ in range(2000)]
-        with trio.move_on_after(0.001):
-            await store.append(events)  # handed over, then the caller goes away
+        caller = trio.CancelScope()
+
+        async def append_then_go_away() -> None:
+            with caller:
+                await store.append(events)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(append_then_go_away)
+            # append() blocks only once its write is in the writer's queue (a send that never
+            # waits), and the writer blocks only on the database: everything blocked = handed over
+            await trio.testing.wait_all_tasks_blocked()
+            caller.cancel()
+        assert caller.cancelled_caught, "append() returned before its caller went away"
         (after,) = await store.append([make_event(project)])  # queued behind it: it has landed
         stored = await store.events_after(project, 0, limit=10_000)
-        assert len(stored) in (1, 2001)  # the whole group or, if it never reached the writer, nothing
+        assert len(stored) == 2001  # the whole group: a write handed over is committed, caller or not
         assert stored[-1].seq == after.seq

@@ -24,7 +24,8 @@ from storage.postgres import (
     SHUTDOWN_FLUSH_S,
     PostgresStore,
 )
-from tests.services.postgres import PostgresServer
+from tests.services import service_unavailable
+from tests.services.postgres import DATABASE_URL_ENV, PostgresServer
 
 from .test_postgres import running
 from .test_store import make_event
@@ -36,7 +37,7 @@ SLACK_S = 2.0  # scheduling slack on top of the store's own deadlines
 @pytest.fixture
 def restartable_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     if not postgres_server.restartable:
-        pytest.skip("needs a private PostgreSQL server (PULSE_TEST_DATABASE_URL is set)")
+        service_unavailable(f"needs a private PostgreSQL server ({DATABASE_URL_ENV} is set)")
     with postgres_server.database() as dsn:
         yield dsn
 
