@@ -33,22 +33,31 @@ class _HeadDone(Exception):
 class HeadParser:
     """One request's line and headers, from llhttp's callbacks."""
 
-    __slots__ = ("parser", "url", "headers", "done", "error")
+    __slots__ = ("parser", "url", "headers", "done", "error", "method", "http10", "keep_alive")
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
+        # parser <-> self is a reference cycle: on_headers_complete breaks it, so a parsed head is
+        # freed at once rather than by the cyclic GC (which main.py makes rare)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: dict[str, str] = {}
         self.done = False
         self.error: str | None = None  # llhttp's reason, when it refused the request
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = False
 
     def feed(self, data: bytes | bytearray) -> None:
         """Parse more of the request's head; ``done`` or ``error`` tell when it is over."""
+        parser = self.parser
+        if parser is None:
+            return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if not self.done:
                 self.error = str(exc) or type(exc).__name__
+                self.parser = None
 
     def ambiguous_framing(self) -> bool:
         """llhttp refused the head over where its body ends (Content-Length twice or malformed, or
@@ -67,20 +76,14 @@ class HeadParser:
             self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert parser is not None
+        self.method = parser.get_method()
+        self.http10 = parser.get_http_version() == "1.0"
+        self.keep_alive = bool(parser.should_keep_alive())
         self.done = True
+        self.parser = None
         raise _HeadDone
-
-    # what the head says
-    @property
-    def method(self) -> bytes:
-        return self.parser.get_method()
-
-    @property
-    def http10(self) -> bool:
-        return self.parser.get_http_version() == "1.0"
-
-    def keep_alive(self) -> bool:
-        return bool(self.parser.should_keep_alive())
 
 
 class NativeRequest:

@@ -31,6 +31,7 @@ from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr
 
 from server.context import Pulse
@@ -65,7 +66,8 @@ class Edge:
         self.app = app
         self.config = config
         self.nursery = nursery  # every connection and app task runs in it
-        self.state = state  # the lifespan state each connection's scope starts from
+        # the lifespan state every connection's scopes start from (shared, as stock hypercorn does)
+        self.connection_state = ConnectionState(state.copy())
         self.context = EdgeContext()
         self.stopping = self.context.terminated
         self.keep_alive_s = float(config.keep_alive_timeout)
