@@ -11,6 +11,13 @@ When membership changes, actors whose keys moved away are retired (snapshot save
 replays from it). Without Redis every node owns every key it sees: that state may diverge from the
 other nodes', so snapshots are off meanwhile, and when Redis returns every actor is retired without
 saving and rebuilt from the log, which is the source of truth.
+
+A blip is not an outage: for the bus's grace (``--redis-grace``) after losing Redis a node keeps
+the membership it knew, so it serves only its own keys (a batch for another owner waits and is
+routed again, as when an owner does not answer). Snapshots stop at once (nobody can confirm this
+node still owns its keys). A reconnect within the grace that finds the same nodes keeps every
+actor; the bus tells the router (``on_absence``) when what it holds may be stale anyway: it was
+without a heartbeat longer than the TTL, or another node served keys alone meanwhile.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class ClusterBus(Protocol):
     def owner(self, key: str) -> str: ...
     def on_membership_change(self, callback: Callable[[tuple[str, ...]], None]) -> None: ...
     def on_absence(self, callback: Callable[[], None]) -> None: ...
+    def on_link_change(self, callback: Callable[[bool], None]) -> None: ...
     def set_handler(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None: ...
     async def call(self, node: str, payload: bytes, *, timeout: float) -> bytes: ...  # noqa: ASYNC109
 
@@ -103,6 +111,8 @@ class ActorRouter:
         self.forwarded = 0  # batches sent to another owner
         self.served = 0  # batches handled here for another node
         self.reroutes = 0  # forwards re-sent after an owner did not answer
+        self.rebuilds = 0  # times every actor of this node was retired unsaved (rebuilt from the log)
+        self.actors_rebuilt = 0  # actors retired by those
         self._nodes: tuple[str, ...] = ()
         self._alone = bus is None or not bus.connected  # every key is owned here, maybe not only here
         if bus is not None:
@@ -110,6 +120,7 @@ class ActorRouter:
             bus.set_handler(self._serve)
             bus.on_membership_change(self._membership_changed)
             bus.on_absence(self._was_absent)
+            bus.on_link_change(self._link_changed)
             actors.snapshots_enabled = bus.connected
 
     def owns(self, key: ActorKey) -> bool:
@@ -128,7 +139,7 @@ class ActorRouter:
             log.warning("bus unavailable: actors run locally without snapshots until it returns")
             return
         if was_alone:
-            retired = self.actors.retire_where(lambda key: True, save=False)
+            retired = self._rebuild_all()
             log.warning("bus back with nodes %s: %d actors rebuilt from the log", nodes, retired)
         else:
             retired = self.actors.retire_where(lambda key: not self.owns(key), save=True)
@@ -139,8 +150,22 @@ class ActorRouter:
     def _was_absent(self) -> None:
         """This node stood still past its heartbeat TTL: the others took its keys and applied
         events to fresh actors meanwhile. What it holds is stale: rebuild from the log, unsaved."""
-        retired = self.actors.retire_where(lambda key: True, save=False)
+        retired = self._rebuild_all()
         log.warning("this node was absent from the cluster: %d actors rebuilt from the log", retired)
+
+    def _link_changed(self, connected: bool) -> None:
+        """Redis lost: no snapshots until it is back (within the grace the membership stays, so
+        ``_membership_changed`` is not called). Back, and not alone: snapshots again."""
+        if not connected:
+            self.actors.snapshots_enabled = False
+        elif not self._alone:
+            self.actors.snapshots_enabled = True
+
+    def _rebuild_all(self) -> int:
+        retired = self.actors.retire_where(lambda key: True, save=False)
+        self.rebuilds += 1
+        self.actors_rebuilt += retired
+        return retired
 
     # asking ---------------------------------------------------------------------------------------
     async def ask_many(self, requests: list[tuple[ActorKey, Any]], *, timeout: float) -> list[Any]:  # noqa: ASYNC109
@@ -268,4 +293,7 @@ class ActorRouter:
             "forwarded": self.forwarded,
             "served": self.served,
             "reroutes": self.reroutes,
+            "alone": self._alone,
+            "rebuilds": self.rebuilds,
+            "actorsRebuilt": self.actors_rebuilt,
         }

@@ -4,7 +4,9 @@ On one node a message goes straight to the hub. In a cluster each request's mess
 entry (published once per node per batch) on the project's channel; every node, the publisher
 included, receives the entry in stream order and hands its messages to its hub. Each message then
 carries its stream position, the same on every node, so a subscriber that reconnects to any node
-with its last position resumes from the project's stream without a gap.
+with its last position resumes from the project's stream without a gap (``resume``): page by page,
+and where the stream no longer holds the position (trimmed by retention, expired, or lost by
+Redis) the resume says so with a ``StreamGap`` instead of skipping silently.
 
 When the bus cannot take an entry (Redis down, its queue full), the messages go to this node's
 subscribers directly and the cross-node copy is counted as undelivered: local streaming goes on.
@@ -24,6 +26,8 @@ from actors.metrics import Metrics
 log = logging.getLogger("pulse.fanout")
 
 RESUME_LIMIT: Final = 1000  # bus entries read per resume page
+RESUME_BYTES: Final = 1024 * 1024  # and their payload bytes at most (but always one entry)
+WHOLE_ENTRY: Final = 2**31  # a position index past every message of an entry
 
 _json = msgspec.json.Encoder()
 
@@ -54,6 +58,10 @@ class FanoutBus(Protocol):
     def on_entry(self, callback: Callable[[str, str, bytes], None]) -> None: ...
     def on_publish_failed(self, callback: Callable[[str, bytes], None]) -> None: ...
     async def read_since(self, channel: str, after_id: str, *, limit: int) -> list[tuple[str, bytes]]: ...
+    async def read_from(
+        self, channel: str, anchor_id: str, *, limit: int, max_bytes: int = 0, with_anchor: bool = True
+    ) -> list[tuple[str, bytes]]: ...
+    async def wait_connected(self) -> None: ...
 
 
 Message = tuple[str, Attrs, Any, int]  # kind, attrs, body (a JSON-encodable value), event seq or 0
@@ -182,21 +190,116 @@ class Fanout:
             for index, message in enumerate(entry)
         ])
 
-    async def read_since(self, project: str, after: str) -> list[tuple[str, StreamMessage]]:
-        """The messages after position ``after`` (one page of bus entries), each with its position.
-        Raises what the bus raises when Redis is down or the position was trimmed away."""
+    def resume(self, project: str, after: str) -> StreamResume:
+        """A reader of ``project``'s stream after position ``after`` (a cluster only)."""
         assert self.bus is not None
+        return StreamResume(self.bus, self.metrics, project, after)
+
+    async def wait_connected(self) -> None:
+        """Return once the bus is connected; the caller bounds the wait."""
+        assert self.bus is not None
+        await self.bus.wait_connected()
+
+
+class StreamGap:
+    """Messages a resume could not deliver: those after position ``after`` and before ``until``
+    (the first position retained again; None when unknown), and why."""
+
+    __slots__ = ("after", "until", "reason")
+
+    def __init__(self, after: str, until: str | None, reason: str) -> None:
+        self.after = after
+        self.until = until
+        self.reason = reason
+
+
+class ResumePage:
+    """One page of a resume: the messages after what was covered so far, with their positions;
+    the gap found before them, if any; ``more`` is False once the reader has caught up."""
+
+    __slots__ = ("messages", "gap", "more")
+
+    def __init__(self, messages: list[tuple[str, StreamMessage]], gap: StreamGap | None, more: bool) -> None:
+        self.messages = messages
+        self.gap = gap
+        self.more = more
+
+
+class StreamResume:
+    """Reads a project's stream after a position, one bounded page at a time.
+
+    Every read is anchored on the entry last covered (``read_from``): while that entry is still in
+    the stream, nothing after it can have been trimmed, so the pages join without a gap. When it is
+    gone, the page starts at the oldest entry retained and carries a StreamGap from the last
+    position covered to that entry. ``covered`` is the orderable position up to which everything
+    was read (live messages up to it are duplicates). BusUnavailable propagates: Redis is down.
+    """
+
+    def __init__(self, bus: FanoutBus, metrics: Metrics, project: str, after: str) -> None:
         parsed = parse_position(after)
         if parsed is None:
             raise ValueError(f"not a stream position: {after!r}")
-        stream_id, index = parsed
-        # the entry holding ``after`` may have later messages: read it again, from its start
-        ms, _, n = stream_id.partition("-")
-        previous = f"{ms}-{int(n) - 1}" if int(n) > 0 else f"{int(ms) - 1}-18446744073709551615"
-        out: list[tuple[str, StreamMessage]] = []
-        for entry_id, payload in await self.bus.read_since(project, previous, limit=RESUME_LIMIT):
-            for i, message in enumerate(_decode_entry(payload)):
-                if entry_id == stream_id and i <= index:
-                    continue
-                out.append((position(entry_id, i), message))
-        return out
+        self._bus = bus
+        self._metrics = metrics
+        self.project = project
+        self.last = after  # the last position covered, as a client sees it
+        self.covered = position_key(after)
+        self._anchor: str | None = parsed[0]  # None: the stream is gone; read what comes anew
+        self._index = parsed[1]  # the anchor's messages up to this one are covered
+        self._fresh = True  # the anchor's later messages are still to be read
+
+    async def next_page(self) -> ResumePage:
+        from storage.redis_bus import StreamTrimmed  # only in a cluster: one node never loads coredis
+
+        gap: StreamGap | None = None
+        while True:
+            try:
+                entries = await self._read()
+                break
+            except StreamTrimmed as exc:
+                oldest = exc.oldest_id
+                until = position(oldest, 0) if oldest else None
+                if gap is None:
+                    gap = StreamGap(self.last, until, "retention")
+                else:  # trimmed again meanwhile: the gap grew
+                    gap.until = until
+                self._anchor, self._index, self._fresh = (oldest or None), -1, True
+                if not oldest:  # the stream is gone: whatever comes now is new, whatever its id
+                    self.covered = (0, 0, 0)
+                    return ResumePage([], gap, False)
+        if self._anchor is None or not self._fresh:
+            new = entries if self._anchor is None else entries[1:]
+        else:
+            new = entries
+        messages: list[tuple[str, StreamMessage]] = []
+        for entry_id, payload in new:
+            try:
+                entry = _decode_entry(payload)
+            except msgspec.DecodeError:
+                self._metrics.drops["undecodable_bus_entry"] += 1
+                log.warning("undecodable bus entry %s on %r skipped by a resume", entry_id, self.project)
+                entry = []
+            first = self._index + 1 if entry_id == self._anchor and self._fresh else 0
+            for i in range(first, len(entry)):
+                if entry[i].kind != KIND_JOURNEY:
+                    messages.append((position(entry_id, i), entry[i]))
+            if entry:
+                self.last = position(entry_id, len(entry) - 1)
+            self.covered = max(self.covered, _whole_entry(entry_id))
+        more = len(new) > 0
+        if entries:
+            self._anchor, self._fresh = entries[-1][0], False
+        return ResumePage(messages, gap, more)
+
+    async def _read(self) -> list[tuple[str, bytes]]:
+        if self._anchor is None:  # the stream was gone: whatever it holds now is new
+            return await self._bus.read_since(self.project, "0", limit=RESUME_LIMIT)
+        return await self._bus.read_from(
+            self.project, self._anchor, limit=RESUME_LIMIT, max_bytes=RESUME_BYTES, with_anchor=self._fresh
+        )
+
+
+def _whole_entry(entry_id: str) -> tuple[int, int, int]:
+    """The orderable position just past every message of entry ``entry_id``."""
+    ms, _, n = entry_id.partition("-")
+    return (int(ms), int(n), WHOLE_ENTRY)

@@ -2,19 +2,25 @@
 
 Seed 004's clients use ``EventSource.onmessage``, which only fires for unnamed events, so every
 message is a plain ``data:`` line whose JSON carries ``type`` (event, stats, ping). Event messages
-carry ``id: <seq>``; a client reconnecting with Last-Event-ID (or ?lastEventId=) first receives what
-it missed, read from the store, then the live stream, without a gap and without a repeat.
+carry ``id:`` (the event's seq on one node, its stream position in a cluster); a client reconnecting
+with Last-Event-ID (or ?lastEventId=) first receives everything it missed that is still stored (from
+the store on one node, from the project's Redis stream in a cluster), page by page, then the live
+stream. Where part of what it missed cannot be replayed (trimmed from the stream, Redis or the store
+unreachable, an id this server never issued), it receives one named ``event: gap`` message saying
+from which id to which id and why (docs/streams.md), and goes on: a resume never skips silently.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import msgspec
 import trio
 
-from actors.fanout import parse_position, position_key
+from actors.fanout import ResumePage, StreamResume, parse_position, position_key
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KINDS_BY_SUBSCRIPTION, Attrs, Frame, Subscriber
 from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
@@ -25,6 +31,7 @@ from server.context import Pulse
 from server.http import Request, Send
 from server.ingest_routes import now_ms
 from server.params import text_param
+from storage.base import StoreError
 
 log = logging.getLogger("pulse.sse")
 
@@ -33,27 +40,40 @@ FUTURE_SLACK_MS: Final = 60_000  # clock differences between Redis and this node
 COALESCE_MAX: Final = 256  # queued messages sent in one write at most
 COALESCE_BYTES: Final = 1024 * 1024  # and their bytes (a bigger message goes alone)
 SEND_TIMEOUT_S: Final = 5.0  # one write of dequeued messages; a client slower than that is dropped
-RESUME_PAGE: Final = 1000
-RESUME_MAX: Final = 10_000  # stored events read on reconnect at most; past that the client must re-query
+RESUME_PAGE: Final = 1000  # stored events read per resume page on one node (cluster: actors/fanout.py)
+RESUME_WAIT_S: Final = 2.0  # a resume waits this long for an unreachable store or Redis, then reports a gap
+RESUME_RETRY_S: Final = 0.1
 _json = msgspec.json.Encoder()
 
+# reasons of a gap message (docs/streams.md)
+GAP_RETENTION: Final = "retention"  # no longer kept by the project's stream (or lost by Redis)
+GAP_UNAVAILABLE: Final = "unavailable"  # the store (one node) or Redis (cluster) could not be read
+GAP_UNKNOWN_ID: Final = "unknown_id"  # an id this server never issued
 
-def _frame(body: bytes, seq: int = 0, floor: int = 0, pos: str = "") -> bytes:
-    """One SSE message. Its ``id`` is where a reconnect resumes. In a cluster it is the message's
-    position in the project's stream (the same on every node). On one node it is the event's seq, or
-    lower while an earlier-committed event is still on its way (at-least-once: a resume may repeat an
-    event, with the same event id in its data, but never skips one)."""
-    if pos:
-        return b"id: %s\ndata: %s\n\n" % (pos.encode(), body)
-    if not seq:
-        return b"data: " + body + b"\n\n"
-    resume_at = min(seq, floor)
-    return b"id: %d\ndata: %s\n\n" % (resume_at, body)
+
+class _EndStream(Exception):
+    """A replay ends the stream: the client took nothing for SEND_TIMEOUT_S, or the server is
+    shutting down. The client reconnects with the id of the last message it got: nothing is lost."""
+
+
+class _Unreadable(Exception):
+    """What a resume must read stayed unreadable for RESUME_WAIT_S."""
+
+
+def _frame(body: bytes) -> bytes:
+    """One SSE message without an id (stats, ping)."""
+    return b"data: " + body + b"\n\n"
 
 
 def _frames(frames: list[Frame], floor: int, replayed_upto: int, replayed_pos: tuple[int, int, int]) -> bytes:
-    """Queued frames as SSE messages in one chunk (``_frame`` inlined: this runs for every message
-    of every subscriber), minus what a resume's replay already sent."""
+    """Queued frames as SSE messages in one chunk (this runs for every message of every
+    subscriber), minus what a resume's replay already sent.
+
+    A message's ``id`` is where a reconnect resumes. In a cluster it is the message's position in
+    the project's stream (the same on every node). On one node it is the event's seq, or lower
+    while an earlier-committed event is still on its way (at-least-once: a resume may repeat an
+    event, with the same event id in its data, but never skips one). A replay sends each stored
+    event with its own seq: everything committed before it is stored too."""
     chunks: list[bytes] = []
     append = chunks.append
     for frame in frames:
@@ -97,7 +117,9 @@ async def stream(pulse: Pulse, req: Request, send: Send, *, behavioral: bool) ->
     sub = Subscriber(access.project.id, kinds, session_id=session_id, user_id=user_id)
     sub.service_name = text_param(req.query, "serviceName")
     sub.event_name = text_param(req.query, "eventName")
-    pulse.hub.subscribe(sub)  # before the replay, so nothing falls between replay and live
+    if resume_from is None:
+        pulse.hub.subscribe(sub)  # before the answer: whatever happens after it reaches the client
+    # else the replay subscribes once it has caught up, then reads what came meanwhile (_replay)
     pulse.metrics.open_sse += 1
     try:
         await send(
@@ -134,10 +156,13 @@ async def _watch_disconnect(req: Request, scope: trio.CancelScope) -> None:
 async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, resume_from: int | str | None) -> None:
     replayed_upto = 0
     replayed_pos = (0, 0, 0)
-    if isinstance(resume_from, int):
-        replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
-    elif isinstance(resume_from, str):
-        replayed_pos = await _replay_stream(pulse, sub, send, resume_from)
+    try:
+        if isinstance(resume_from, int):
+            replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
+        elif isinstance(resume_from, str):
+            replayed_pos = await _replay_stream(pulse, sub, send, resume_from)
+    except _EndStream:
+        return
     settings = pulse.settings
     next_ping = trio.current_time() + settings.sse_ping_interval
     next_stats = trio.current_time() + settings.sse_stats_interval
@@ -179,52 +204,146 @@ async def _send_dequeued(send: Send, body: bytes) -> bool:
     return not guard.cancelled_caught
 
 
-async def _replay_stream(pulse: Pulse, sub: Subscriber, send: Send, after: str) -> tuple[int, int, int]:
-    """Cluster resume: send what this subscriber would have received after stream position
-    ``after``, read from the project's stream. Returns the last position covered."""
-    last = position_key(after)
-    if not pulse.fanout.clustered:
-        return last  # one node: positions only exist in a cluster; go live
-    sent = 0
-    while sent < RESUME_MAX:
-        try:
-            messages = await pulse.fanout.read_since(sub.project, after)
-        except Exception as exc:  # Redis down, or the position is older than the stream keeps
-            pulse.metrics.drops["sse_resume_unavailable"] += 1
-            log.warning("sse resume from %r not possible: %s", after, exc)
-            return last
-        if not messages:
-            break
-        chunks: list[bytes] = []
-        for pos, message in messages:
-            after, last = pos, position_key(pos)
-            if sub.matches(message.kind, message.attrs()):
-                chunks.append(_frame(bytes(message.body), pos=pos))
-        sent += len(messages)
+class _ReplayOut:
+    """Where a replay writes: one write per page, bounded by SEND_TIMEOUT_S (a client that takes
+    nothing for that long ends the stream). A page with nothing for this client is a checkpoint,
+    and a ping once nothing was written for a ping interval (a filtered replay may scan long, and
+    proxies close silent connections). Shutdown ends the stream between pages."""
+
+    def __init__(self, pulse: Pulse, sub: Subscriber, send: Send) -> None:
+        self.pulse = pulse
+        self.sub = sub
+        self.send = send
+        self.last_write = trio.current_time()
+
+    async def write(self, body: bytes) -> None:
+        with trio.move_on_after(SEND_TIMEOUT_S) as guard:
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        self.last_write = trio.current_time()
+        if guard.cancelled_caught or self.pulse.draining:
+            raise _EndStream
+
+    async def page(self, chunks: list[bytes]) -> None:
         if chunks:
-            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-    return last
+            await self.write(b"".join(chunks))
+        elif self.pulse.draining:
+            raise _EndStream
+        elif trio.current_time() - self.last_write >= self.pulse.settings.sse_ping_interval:
+            await self.write(_frame(_json.encode({"type": "ping", "timestamp": now_ms()})))
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def gap(self, after: str, until: str | None, reason: str, detail: str) -> None:
+        """The named ``gap`` message: what a resume could not replay (ids after ``from`` and
+        before ``to``; ``to`` null when the end is unknown), and why. No ``id:``: the next message
+        moves the client's resume point on."""
+        self.pulse.metrics.drops["sse_resume_gap"] += 1
+        log.warning("sse resume of project %r cannot replay after %r up to %r (%s): %s",
+                    self.sub.project, after, until, reason, detail)
+        body = _json.encode({"type": "gap", "from": after, "to": until, "reason": reason, "message": detail})
+        await self.write(b"event: gap\ndata: %s\n\n" % body)
 
 
 async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, after: int) -> int:
-    """Send the stored events after ``after`` that this subscriber would have received."""
-    last, scanned = after, 0
-    while scanned < RESUME_MAX:
-        events = await pulse.store.events_after(sub.project, last, limit=RESUME_PAGE)
-        if not events:
-            break
-        chunks: list[bytes] = []
-        scanned += len(events)
-        for event in events:
-            last = event.seq
-            body = _replay_body(sub, event, behavioral)
-            if body is not None:
-                chunks.append(_frame(_json.encode(body), event.seq))
-        if chunks:
-            await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-        if len(events) < RESUME_PAGE:
-            break
+    """Send every stored event after seq ``after`` that this subscriber would have received, then
+    subscribe it; returns the last seq covered (live frames up to it were replayed).
+
+    Pages of RESUME_PAGE events, each written before the next is read. The subscriber is not
+    subscribed while it catches up, so a long replay never fills its live queue; once a page comes
+    back empty it subscribes and reads once more what was committed meanwhile (everything published
+    before the subscription was committed before it, so nothing falls between replay and live).
+    """
+    last = after
+    out = _ReplayOut(pulse, sub, send)
+    try:
+        head = await _read_store(pulse.store.max_seq)
+        if after > head:
+            await out.gap(str(after), None, GAP_UNKNOWN_ID,
+                          f"id {after} is past the newest stored event ({head}): this store did not issue it")
+            last = head
+        for subscribed in (False, True):
+            if subscribed:
+                pulse.hub.subscribe(sub)
+            while True:
+                events = await _read_store(partial(pulse.store.events_after, sub.project, last, limit=RESUME_PAGE))
+                if not events:
+                    break
+                chunks: list[bytes] = []
+                for event in events:
+                    body = _replay_body(sub, event, behavioral)
+                    if body is not None:  # the event's own seq: the id live messages carry too
+                        chunks.append(b"id: %d\ndata: %s\n\n" % (event.seq, _json.encode(body)))
+                last = events[-1].seq
+                await out.page(chunks)
+    except _Unreadable as exc:
+        await out.gap(str(last), None, GAP_UNAVAILABLE, f"the event store could not be read: {exc}")
+    pulse.hub.subscribe(sub)
     return last
+
+
+_T = TypeVar("_T")
+
+
+async def _read_store(read: Callable[[], Awaitable[_T]]) -> _T:
+    """``await read()``, retried while the store is unavailable, for RESUME_WAIT_S at most."""
+    deadline = trio.current_time() + RESUME_WAIT_S
+    while True:
+        try:
+            return await read()
+        except StoreError as exc:
+            if trio.current_time() + RESUME_RETRY_S >= deadline:
+                raise _Unreadable(str(exc)) from None
+            await trio.sleep(RESUME_RETRY_S)
+
+
+async def _replay_stream(pulse: Pulse, sub: Subscriber, send: Send, after: str) -> tuple[int, int, int]:
+    """Cluster resume: send what this subscriber would have received after stream position
+    ``after``, read from the project's stream page by page (actors/fanout.py StreamResume), then
+    subscribe it (as ``_replay`` does). Returns the position up to which everything was read."""
+    out = _ReplayOut(pulse, sub, send)
+    if not pulse.fanout.clustered:
+        await out.gap(after, None, GAP_UNKNOWN_ID,
+                      "a cluster stream position, but this server runs without Redis: its ids are event seqs")
+        pulse.hub.subscribe(sub)
+        return (0, 0, 0)
+    resume = pulse.fanout.resume(sub.project, after)
+    try:
+        for subscribed in (False, True):
+            if subscribed:
+                pulse.hub.subscribe(sub)
+            while True:
+                page = await _read_stream(pulse, resume)
+                if page.gap is not None:
+                    gap = page.gap
+                    await out.gap(gap.after, gap.until, gap.reason,
+                                  "older than what the project's stream keeps (--stream-retention, "
+                                  "--stream-retention-bytes), or lost by redis")
+                chunks = [
+                    b"id: %s\ndata: %s\n\n" % (pos.encode(), message.body)
+                    for pos, message in page.messages
+                    if sub.matches(message.kind, message.attrs())
+                ]
+                await out.page(chunks)
+                if not page.more:
+                    break
+    except _Unreadable as exc:
+        await out.gap(resume.last, None, GAP_UNAVAILABLE, f"the project's stream could not be read: {exc}")
+    pulse.hub.subscribe(sub)
+    return resume.covered
+
+
+async def _read_stream(pulse: Pulse, resume: StreamResume) -> ResumePage:
+    """The next page, waiting up to RESUME_WAIT_S for Redis when it is not reachable."""
+    deadline = trio.current_time() + RESUME_WAIT_S
+    while True:
+        try:
+            return await resume.next_page()
+        except Exception as exc:  # BusUnavailable: Redis down, or not answering
+            if trio.current_time() + RESUME_RETRY_S >= deadline:
+                raise _Unreadable(str(exc)) from None
+            with trio.move_on_at(deadline):
+                await pulse.fanout.wait_connected()
+                await trio.sleep(RESUME_RETRY_S)
 
 
 def _replay_body(sub: Subscriber, event: Event, behavioral: bool) -> Any | None:
@@ -239,7 +358,8 @@ def _replay_body(sub: Subscriber, event: Event, behavioral: bool) -> Any | None:
 
 
 async def _stats(pulse: Pulse, project: str) -> dict[str, Any]:
-    """The periodic ``stats`` message: totals from the aggregates, rate from the process metrics."""
+    """The periodic ``stats`` message: totals from the aggregates, rate from this node's count of
+    the project's events (never another project's)."""
     aggs = await pulse.store.service_stats(project, top=5)
     total = sum(a.event_count for a in aggs)
     last_seen = max((a.last_seen_ms for a in aggs), default=None)
@@ -248,7 +368,7 @@ async def _stats(pulse: Pulse, project: str) -> dict[str, Any]:
         "data": {
             "totalEvents": total,
             "totalServices": sum(1 for a in aggs if a.service_name is not None),
-            "eventsPerSecond": pulse.metrics.ingest_rate.per_second(),
+            "eventsPerSecond": pulse.metrics.project_rate(project),
             "lastEventAt": iso_ms(last_seen) if last_seen is not None else None,
             "services": [{"serviceName": a.service_name, "eventCount": a.event_count} for a in aggs],
             "timestamp": iso_ms(now_ms()),

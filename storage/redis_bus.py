@@ -7,16 +7,32 @@ Three services over one Redis, all on trio (coredis runs natively through anyio)
   ``"<stream id> <payload>"`` on ``{prefix}bus:{channel}``. A script is atomic and Redis runs one
   at a time, so pub/sub order is stream order and every node, the publisher included, receives
   every entry with its stream id, in the same order. Pub/sub alone is lossy; the stream is what a
-  reader resumes from (``read_since``), and what this node reads to fill the gap a pub/sub
-  disconnect leaves in every channel it has seen.
+  reader resumes from (``read_since``, ``read_from``), and what this node reads to fill the gap a
+  pub/sub disconnect leaves in every channel it has seen.
+- Retention is bounded twice: ``stream_maxlen`` entries (approximately: MAXLEN ~) and
+  ``stream_max_bytes`` of payload per stream (one entry is a whole request's messages, so a count
+  alone lets a client of 4 MB batches fill Redis). Each entry carries the stream's byte offset at
+  its end (field ``e``) and a small hash ``{prefix}streambytes:{channel}`` keeps the offset of the
+  newest entry and (a lower bound of) the oldest entry's start. When the payload retained passes
+  ``stream_max_bytes``, the publishing script removes the oldest entries (exact XTRIM MINID) down to
+  15/16 of it, always keeping the newest entry: one trim per 1/16 of the bound appended.
 - Membership and ownership (storage/membership.py): heartbeats into a sorted set, rendezvous hashing.
 - Node RPC (storage/redis_rpc.py): request/reply to another node's handler.
 
 Reconnection: the bus runs on one *link* (command client + pub/sub connection, storage/redis_link.py)
-at a time. Any failure ends the link: ``connected`` goes false, ``last_error`` says why, this node
-is alone (``live_nodes() == (self,)``), queued publications fail, waiting calls fail; then a new
-link is opened after a capped backoff, this node re-registers, resubscribes, fills the gaps, and
-is connected again. The server never goes down for Redis.
+at a time. Any failure ends the link: ``connected`` goes false, ``last_error`` says why, queued
+publications fail, waiting calls fail; then a new link is opened after a capped backoff, this node
+re-registers, resubscribes, fills the gaps, and is connected again. The server never goes down for
+Redis.
+
+Grace: for ``link_grace_s`` after the link is lost (and never past the node TTL counted from this
+node's last heartbeat, after which the other nodes may have dropped it), this node keeps the
+membership it last saw instead of going alone, so it serves only its own keys and a short blip
+changes no owner. A reconnect within the grace that finds the same membership changes nothing
+(actors are kept). When the grace ends first, the node is alone (``live_nodes() == (self,)``) and
+serves every key, as without a grace. A node that was alone says so when it is back (INCR of
+``{prefix}ctl:solo``, checked by every node on each heartbeat): the others then treat what they
+hold as stale (``on_absence`` callbacks), because it may have applied events to their keys.
 
 Publication is pipelined: a publisher task takes up to ENTRIES_PER_ROUND_TRIP queued entries, in
 script calls of up to ENTRIES_PER_SCRIPT entries each. One EVALSHA per entry pays coredis's
@@ -69,21 +85,76 @@ RECONNECT_FIRST_S: Final = 0.05
 RECONNECT_CAP_S: Final = 2.0
 GAP_FILL_PAGE: Final = 1000
 MAX_TRACKED_CHANNELS: Final = 10_000  # channels whose last delivered id is kept for gap filling
+DEFAULT_STREAM_MAX_BYTES: Final = 64 * 1024 * 1024  # payload bytes kept per stream
 
-# KEYS[i] = stream of entry i; ARGV[1] = maxlen, ARGV[2] = n, ARGV[2+i] = payload i,
-# ARGV[2+n+i] = pub/sub channel of entry i. Returns the stream ids.
+# KEYS[i] = stream of entry i, KEYS[n+i] = its byte-offset hash; ARGV[1] = maxlen, ARGV[2] = n,
+# ARGV[3] = max payload bytes per stream, ARGV[3+i] = payload i, ARGV[3+n+i] = pub/sub channel of
+# entry i. Returns the stream ids.
 PUBLISH = LuaScript(
     "publish",
     """
-local maxlen, n = ARGV[1], tonumber(ARGV[2])
-local ids = {}
+local maxlen, n, maxbytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local keep = maxbytes - math.floor(maxbytes / 16)  -- a trim goes down to this: one per 1/16 appended
 local STREAM_IDLE_TTL_MS = 600000  -- a project's stream that nobody writes to goes after 10 min
+local function entry_end(fields)
+  for j = 3, #fields, 2 do
+    if fields[j] == 'e' then return tonumber(fields[j + 1]) end
+  end
+  return nil
+end
+-- Remove the oldest entries of ``key`` that start before ``target`` (always keeping the newest
+-- entry); returns the start offset of the oldest entry kept.
+local function trim(key, target, total, head, newest_id, newest_start)
+  local length = redis.call('XLEN', key)
+  local average = math.max(1, (total - head) / math.max(1, length))
+  local count = math.max(1, math.min(256, math.floor(1048576 / average)))  -- ~1 MiB read per page
+  local start = '-'
+  while true do
+    local page = redis.call('XRANGE', key, start, '+', 'COUNT', count)
+    if #page == 0 then break end
+    for _, entry in ipairs(page) do
+      if entry[1] == newest_id then break end
+      local e = entry_end(entry[2])
+      -- an entry without an offset (written before offsets existed) counts as the oldest
+      if e ~= nil and e - #entry[2][2] >= target then
+        redis.call('XTRIM', key, 'MINID', entry[1])
+        return e - #entry[2][2]
+      end
+    end
+    start = '(' .. page[#page][1]
+  end
+  redis.call('XTRIM', key, 'MINID', newest_id)
+  return newest_start
+end
+local state = {}
+local ids = {}
 for i = 1, n do
-  local payload = ARGV[2 + i]
-  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'p', payload)
-  redis.call('PEXPIRE', KEYS[i], STREAM_IDLE_TTL_MS)
-  redis.call('PUBLISH', ARGV[2 + n + i], id .. ' ' .. payload)
+  local key, payload = KEYS[i], ARGV[3 + i]
+  local st = state[key]
+  if st == nil then
+    local m = redis.call('HMGET', KEYS[n + i], 'e', 'h')
+    local total, head = tonumber(m[1]), tonumber(m[2]) or 0
+    if total == nil then  -- no offsets yet (or the hash was lost): continue from the newest entry
+      total, head = 0, 0
+      local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+      if newest[1] then total = entry_end(newest[1][2]) or 0 end
+    end
+    st = {total, head, KEYS[n + i]}
+    state[key] = st
+  end
+  local start = st[1]
+  st[1] = start + #payload
+  local id = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'e', st[1])
+  redis.call('PEXPIRE', key, STREAM_IDLE_TTL_MS)
+  redis.call('PUBLISH', ARGV[3 + n + i], id .. ' ' .. payload)
   ids[i] = id
+  if st[1] - st[2] > maxbytes then
+    st[2] = trim(key, st[1] - keep, st[1], st[2], id, start)
+  end
+end
+for _, st in pairs(state) do
+  redis.call('HSET', st[3], 'e', st[1], 'h', st[2])
+  redis.call('PEXPIRE', st[3], STREAM_IDLE_TTL_MS)
 end
 return ids
 """,
@@ -112,8 +183,38 @@ return {entries, first, removed, last}
 """,
 )
 
+# KEYS[1] = stream; ARGV[1] = anchor id, ARGV[2] = entries after the anchor at most, ARGV[3] = their
+# payload bytes at most (0: no bound; the first entry after the anchor always comes), ARGV[4] = 1 to
+# return the anchor's fields too. Returns {entries, anchor first, ''} when the anchor is still in
+# the stream (then nothing after it can have been trimmed), else {{}, oldest retained id or ''}.
+READ_FROM = LuaScript(
+    "read_from",
+    """
+local page = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', tonumber(ARGV[2]) + 1)
+if #page == 0 or page[1][1] ~= ARGV[1] then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if oldest[1] then return {{}, oldest[1][1]} end
+  return {{}, ''}
+end
+local cap = tonumber(ARGV[3])
+if cap > 0 then
+  local size = 0
+  for i = 2, #page do
+    size = size + #page[i][2][2]
+    if size > cap and i > 2 then
+      for k = #page, i, -1 do page[k] = nil end
+      break
+    end
+  end
+end
+if ARGV[4] ~= '1' then page[1][2] = {} end
+return {page, ''}
+""",
+)
+
 EntryCallback = Callable[[str, str, bytes], None]
 PublishFailedCallback = Callable[[str, bytes], None]
+LinkCallback = Callable[[bool], None]
 StreamPosition = tuple[int, int]
 
 _STREAM_ID = re.compile(r"\d+-\d+")
@@ -124,7 +225,8 @@ class BusUnavailable(Exception):
 
 
 class StreamTrimmed(Exception):
-    """Entries after ``after_id`` are gone from the stream (trimmed, or Redis lost them)."""
+    """Entries after ``after_id`` are gone from the stream (trimmed, or Redis lost them).
+    ``oldest_id`` is the oldest entry still retained ("" when the stream is gone)."""
 
     def __init__(self, channel: str, after_id: str, oldest_id: str) -> None:
         super().__init__(
@@ -164,6 +266,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _int(value: Any) -> int:
+    """A counter read from Redis (None when the key does not exist)."""
+    return 0 if value is None else int(value)
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -183,6 +290,8 @@ class RedisBus:
         heartbeat_s: float = 1.0,
         node_ttl_s: float = 3.0,
         stream_maxlen: int = 100_000,
+        stream_max_bytes: int = DEFAULT_STREAM_MAX_BYTES,
+        link_grace_s: float = 0.0,
         key_prefix: str = "pulse:",
     ) -> None:
         if urllib.parse.urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -193,15 +302,23 @@ class RedisBus:
             raise ValueError(f"need 0 < heartbeat_s < node_ttl_s, got {heartbeat_s!r} and {node_ttl_s!r}")
         if stream_maxlen < 1:
             raise ValueError(f"stream_maxlen must be positive, got {stream_maxlen!r}")
+        if stream_max_bytes < 1:
+            raise ValueError(f"stream_max_bytes must be positive, got {stream_max_bytes!r}")
+        if not link_grace_s >= 0:
+            raise ValueError(f"link_grace_s must not be negative, got {link_grace_s!r}")
         self.url = url
         self.node_id = node_id
         self.heartbeat_s = heartbeat_s
         self.node_ttl_s = node_ttl_s
         self.stream_maxlen = stream_maxlen
+        self.stream_max_bytes = stream_max_bytes
+        self.link_grace_s = link_grace_s
         self.connected = False
         self.last_error: str | None = "not started"
 
         self._stream_prefix = f"{key_prefix}stream:"
+        self._bytes_prefix = f"{key_prefix}streambytes:"
+        self._solo_key = f"{key_prefix}ctl:solo"
         self._bus_prefix = f"{key_prefix}bus:".encode()
         self._bus_pattern = _glob_escape(f"{key_prefix}bus:") + "*"
         self._rpc_prefix = f"{key_prefix}rpc:"
@@ -230,10 +347,20 @@ class RedisBus:
         self._task_status: trio.TaskStatus[None] | None = None
         self._links = 0
         self._stopping = False
+        # grace: when the link went down (trio time), which outage that was, and the last heartbeat
+        self._link_callbacks: list[LinkCallback] = []
+        self._up = trio.Event()  # set while connected
+        self._outage = trio.Event()  # set when a connected link is lost (the grace timer waits on it)
+        self._outages = 0
+        self._down_since = 0.0
+        self._last_beat: float | None = None
+        self._alone = True  # serving every key (no link, and no grace left)
+        self._was_alone = False  # alone since the last link: the others must hear of it
+        self._solo_seen: int | None = None  # the cluster's count of solo periods, as last read
         self._counters = dict.fromkeys(
             ("published", "publish_refused", "publish_failures", "publish_unconfirmed", "received",
              "duplicates_dropped", "gap_filled", "gaps_unfillable", "callback_errors", "bad_messages",
-             "absences"), 0,
+             "absences", "outages_within_grace", "solo_periods_seen"), 0,
         )  # fmt: skip
 
     # --- membership ----------------------------------------------------------------------------
@@ -245,6 +372,16 @@ class RedisBus:
 
     def on_membership_change(self, callback: MembershipCallback) -> None:
         self._membership.on_change(callback)
+
+    def on_link_change(self, callback: LinkCallback) -> None:
+        """callback(False) when the link to Redis is lost, callback(True) when a new one is up
+        (after membership was updated from its first heartbeat)."""
+        self._link_callbacks.append(callback)
+
+    async def wait_connected(self) -> None:
+        """Return once the bus is connected (at once if it is); the caller bounds the wait."""
+        while not self.connected:
+            await self._up.wait()
 
     # --- fan-out -------------------------------------------------------------------------------
     async def publish(self, channel: str, payload: bytes) -> None:
@@ -275,12 +412,46 @@ class RedisBus:
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit!r}")
         after = parse_stream_id(after_id)
+        link = self._connected_link()
+        with self._reading():
+            return await self._read(link.commands, channel, after, limit)
+
+    async def read_from(
+        self, channel: str, anchor_id: str, *, limit: int, max_bytes: int = 0, with_anchor: bool = True
+    ) -> list[tuple[str, bytes]]:
+        """The entry ``anchor_id`` and the retained entries after it, oldest first: at most ``limit``
+        after it, and (with ``max_bytes``) at most that many payload bytes after it, but always the
+        first one. Resuming from an entry a reader has seen is exact this way: StreamTrimmed when the
+        anchor is no longer in the stream (trimmed, expired, or lost by Redis), because entries after
+        it may then be gone too; while it is there, nothing after it was removed. Without
+        ``with_anchor`` the anchor comes with an empty payload (a reader that has all of it).
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        if parse_stream_id(anchor_id) == (0, 0):
+            raise ValueError("the anchor must be an entry id, not the start of the stream")
+        link = self._connected_link()
+        with self._reading():
+            raw, oldest = await READ_FROM.run(
+                link.commands, [self._stream_prefix + channel],
+                [anchor_id, limit, max(0, max_bytes), 1 if with_anchor else 0],
+            )  # fmt: skip
+        if not raw:
+            raise StreamTrimmed(channel, anchor_id, _text(oldest))
+        return [(_text(stream_id), fields[1] if fields else b"") for stream_id, fields in raw]
+
+    def _connected_link(self) -> Link:
         link = self._link
         if link is None or not self.connected:
             raise BusUnavailable(f"redis is not connected: {self.last_error}")
+        return link
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read's deadline, and its failures as BusUnavailable (a broken connection ends the link)."""
         try:
             with trio.fail_after(READ_TIMEOUT_S):
-                return await self._read(link.commands, channel, after, limit)
+                yield
         except trio.TooSlowError:
             raise BusUnavailable(f"redis did not answer within {READ_TIMEOUT_S} s") from None
         except LINK_ERRORS as exc:
@@ -311,6 +482,7 @@ class RedisBus:
             "reconnects": max(0, self._links - 1),
             "live_nodes": len(self._membership.live),
             "membership_changes": self._membership.changes,
+            "alone": self._alone,
             "publish_queue": self._outbox.statistics().current_buffer_used,
             **self._counters,
             **{f"rpc_{name}": value for name, value in self._rpc.counters.items()},
@@ -324,6 +496,7 @@ class RedisBus:
         backoff = Backoff(RECONNECT_FIRST_S, RECONNECT_CAP_S)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._rpc.serve_requests, nursery)
+            nursery.start_soon(self._end_graces)
             try:
                 while True:
                     links_before = self._links
@@ -372,13 +545,19 @@ class RedisBus:
 
     async def _open_and_serve_link(self, setup: trio.CancelScope) -> None:
         async with open_link(self.url, client_name=f"pulse:{self.node_id}") as link:
-            await link.load_scripts((PUBLISH, READ, HEARTBEAT))
+            await link.load_scripts((PUBLISH, READ, READ_FROM, HEARTBEAT))
             # subscribe before filling gaps: what is published from here on is buffered
             await link.subscription.subscribe(
                 patterns=[self._bus_pattern],
                 channels=[self._rpc_channel.decode(), self._notice_channel.decode()],
             )
+            previous_beat = self._last_beat
             nodes = await self._membership.heartbeat(link.commands)
+            beat = trio.current_time()
+            # Was this node alone since its last link? Then say so (the others' actors may be
+            # stale); otherwise see whether another node was.
+            told = self._was_alone
+            solo = await (link.commands.incr if told else link.commands.get)(self._solo_key)
             await self._membership.announce(link.commands)
             setup.deadline = math.inf
             await self._fill_gaps(link.commands)
@@ -387,7 +566,7 @@ class RedisBus:
                 for task in (self._receive, self._publish_outbox, self._heartbeats, self._keepalive):
                     nursery.start_soon(self._guard, task, link)
                 nursery.start_soon(self._guard, self._send_rpc_frames, link)
-                self._link_up(nodes)
+                self._link_up(nodes, previous_beat, beat, _int(solo), told)
 
     async def _guard(self, task: Callable[[Link], Awaitable[None]], link: Link) -> None:
         """Run one of the link's tasks; its failure ends the link (and only the link)."""
@@ -406,13 +585,64 @@ class RedisBus:
         else:
             self._fail_link("a bus task ended")
 
-    def _link_up(self, nodes: list[str]) -> None:
+    def _link_up(self, nodes: list[str], previous_beat: float | None, beat: float, solo: int, told: bool) -> None:
         self._links += 1
         self.connected = True
         self.last_error = None
         log.info("redis link up (node %r)", self.node_id)
+        self._last_beat = beat
+        if not self._alone and self._links > 1:
+            # Back within the grace: the membership kept meanwhile stands, unless this node may have
+            # been dropped by the others (no heartbeat for longer than the TTL) or another node
+            # served keys alone meanwhile. Either way what this node holds may be stale: say so
+            # before any handover below saves it.
+            self._counters["outages_within_grace"] += 1
+            if previous_beat is None or beat - previous_beat > self.node_ttl_s:
+                self._counters["absences"] += 1
+                log.warning("node %r was without redis for longer than its ttl: rejoining", self.node_id)
+                self._notify_absent()
+            elif self._solo_seen is not None and solo != self._solo_seen:
+                self._counters["solo_periods_seen"] += 1
+                log.warning("another node served keys without redis meanwhile: actors are stale")
+                self._notify_absent()
+        self._solo_seen = solo
+        self._alone = False
+        if told:  # else the grace ended during the setup: the next heartbeat tells the others
+            self._was_alone = False
         self._membership.update(nodes)
+        self._up.set()
+        self._notify_link(True)
         self._started()
+
+    def _notify_link(self, connected: bool) -> None:
+        for callback in list(self._link_callbacks):
+            try:
+                callback(connected)
+            except Exception:
+                log.exception("link callback failed")
+
+    def _go_alone(self) -> None:
+        """No link and no grace left: this node knows of no other node and serves every key."""
+        if not self._alone and not self._stopping and self.link_grace_s > 0:
+            log.warning("redis unreachable past the grace: node %r serves every key alone", self.node_id)
+        self._alone = True
+        self._was_alone = True
+        self._membership.lose_redis()
+
+    async def _end_graces(self) -> None:
+        """After each lost link: keep the membership for the grace, then go alone if still down.
+        The grace never outlasts the TTL since the last heartbeat: past it the others may have
+        dropped this node, and a reconnect rebuilds anyway."""
+        while True:
+            await self._outage.wait()
+            self._outage = trio.Event()
+            outage = self._outages
+            deadline = self._down_since + self.link_grace_s
+            if self._last_beat is not None:
+                deadline = min(deadline, self._last_beat + self.node_ttl_s)
+            await trio.sleep_until(deadline)
+            if not self.connected and self._outages == outage:
+                self._go_alone()
 
     def _fail_link(self, reason: str) -> None:
         """End the current link now; run() opens a new one."""
@@ -427,14 +657,24 @@ class RedisBus:
             self._fail_link(describe(exc))
 
     def _link_down(self, reason: str) -> None:
-        """No link: say why, be alone, and fail what was waiting on it."""
-        if self.connected:
+        """No link: say why, fail what was waiting on it, and be alone (after the grace)."""
+        was_connected = self.connected
+        if was_connected:
             log.log(logging.INFO if self._stopping else logging.WARNING, "redis link down: %s", reason)
         self.connected = False
         self.last_error = reason
         self._link = None
         self._link_scope = None
-        self._membership.lose_redis()
+        if self._up.is_set():
+            self._up = trio.Event()
+        if self._stopping or self.link_grace_s <= 0 or self._last_beat is None:
+            self._go_alone()
+        elif was_connected:
+            self._outages += 1
+            self._down_since = trio.current_time()
+            self._outage.set()
+        if was_connected:
+            self._notify_link(False)
         self._rpc.fail_pending(f"redis link lost: {reason}")
         self._rpc.drop_outgoing()
         # The batch being sent when the link broke may or may not have reached Redis. It is
@@ -508,12 +748,13 @@ class RedisBus:
     async def _run_publish_scripts(
         self, commands: Redis, chunks: list[list[tuple[str, bytes]]]
     ) -> list[object]:
-        maxlen, streams = self.stream_maxlen, self._stream_prefix
+        maxlen, streams, offsets = self.stream_maxlen, self._stream_prefix, self._bytes_prefix
         bus = self._bus_prefix.decode()
         async with commands.pipeline(transaction=False, raise_on_error=False) as pipe:
             for chunk in chunks:
                 keys = [streams + channel for channel, _ in chunk]
-                args: list[int | str | bytes] = [maxlen, len(chunk)]
+                keys += [offsets + channel for channel, _ in chunk]
+                args: list[int | str | bytes] = [maxlen, len(chunk), self.stream_max_bytes]
                 args += [payload for _, payload in chunk]
                 args += [bus + channel for channel, _ in chunk]
                 pipe.evalsha(PUBLISH.sha, keys, args)
@@ -537,7 +778,19 @@ class RedisBus:
                 self._notify_absent()
             with within(timeout, "a heartbeat"):
                 nodes = await self._membership.heartbeat(link.commands)
-            last_ok = trio.current_time()
+                if self._was_alone:
+                    self._solo_seen = _int(await link.commands.incr(self._solo_key))
+                    self._was_alone = False
+                    await self._membership.announce(link.commands)
+                solo = _int(await link.commands.get(self._solo_key))
+            last_ok = self._last_beat = trio.current_time()
+            if solo != self._solo_seen:
+                # another node was alone (without Redis) and is back: it may have applied events
+                # to keys this node owns
+                self._solo_seen = solo
+                self._counters["solo_periods_seen"] += 1
+                log.warning("another node served keys without redis: actors are rebuilt from the log")
+                self._notify_absent()
             self._membership.update(nodes)
 
     def on_absence(self, callback: Callable[[], None]) -> None:
