@@ -38,8 +38,11 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from protocol.stream import CLOSE_NO_PONG
 
 WAKEUP: Final = {"type": "pulse.wakeup"}  # what WebSocketInbox.receive returns after wake()
-TICKS_PER_PERIOD: Final = 8  # ping wheel resolution: a ping or a no-pong close is up to period/8 late
-MAX_TICK_S: Final = 1.0
+# The ping wheel's tick: a ping or a no-pong close is up to one tick late. Short, so each tick wakes
+# few sockets: with 1 s ticks, 16,700 sockets on a worker pinged every 25 s came due ~670 at a time,
+# a burst of writes and of pongs that held up every other task of the worker for its duration (the
+# own-session latency tail with 100k sockets held, docs/performance.md); 50 ms ticks wake ~35.
+PING_TICK_S: Final = 0.05
 
 # permessage-deflate ------------------------------------------------------------------------------
 
@@ -298,7 +301,7 @@ def open_inbox(stream: Any, limit: int) -> WebSocketInbox:
 
 
 def ping_tick(interval: float) -> float:
-    return min(MAX_TICK_S, interval / TICKS_PER_PERIOD)
+    return min(PING_TICK_S, interval / 8)
 
 
 def use_pulse_websockets(compression: bool | str, ping_timeout: float) -> None:
