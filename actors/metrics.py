@@ -109,16 +109,17 @@ class Metrics:
         self.open_sse = 0
         self.ws_refused = 0
 
-    def count_ingest(
-        self, stored: int, duplicate: int, rejected: int, elapsed_ms: float, project: str | None = None
-    ) -> None:
+    def count_ingest(self, stored: int, duplicate: int, rejected: int, elapsed_ms: float) -> None:
         self.events_stored += stored
         self.events_duplicate += duplicate
         self.events_rejected += rejected
         self.ingest_rate.add(stored + duplicate)
         self.processing.record(elapsed_ms)
-        if project is not None and stored + duplicate:
-            self._project_window(project).add(stored + duplicate)
+
+    def count_project_ingest(self, project: str, accepted: int) -> None:
+        """The events of one request accepted for ``project`` (stored + duplicates), for its rate."""
+        if accepted:
+            self._project_window(project).add(accepted)
 
     def _project_window(self, project: str) -> RateWindow:
         window = self.project_rates.get(project)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections import defaultdict
 from typing import Any, Final
 
 import trio
@@ -30,6 +29,7 @@ PROCESS_TIMEOUT_S: Final = 5.0  # actors must take and process a batch within th
 BACKPRESSURE_S: Final = 2.0  # how long a request waits for room in full actor mailboxes before 503
 
 ActorRequests = list[tuple[tuple[str, str, str], Any]]
+Groups = list[tuple[tuple[str, str, str], list[Event]]]  # actor key -> its share of a request's events
 
 
 class Overloaded(Exception):
@@ -88,118 +88,161 @@ class IngestPipeline:
         left = self._in_flight[low] - 1
         if left:
             self._in_flight[low] = left
-        else:
-            del self._in_flight[low]
+            return
+        del self._in_flight[low]
+        lows = self._lows
+        while lows and lows[0] not in self._in_flight:  # keeps the heap as small as what is in flight
+            heapq.heappop(lows)
 
     async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
-        """Store ``events`` durably, process the new ones, publish them. ``started`` = perf_counter()
-        at receipt. Raises Overloaded (nothing acknowledged) or StoreError."""
-        await self._wait_for_room(events)
-        # From here to the fan-out nothing may be cut short by a client that goes away: an event
-        # that is committed must also reach its actors and subscribers. The store's own deadline
-        # (StoreUnavailable) and PROCESS_TIMEOUT_S bound this.
+        """Store ``events`` durably, process them, publish the new ones. ``started`` = perf_counter()
+        at receipt. Raises Overloaded (nothing acknowledged) or StoreError.
+
+        One cancel scope per request, and only one: the wait for room opens its own only when a
+        mailbox is full, the store's and the actors' deadlines are theirs (an ask waits under one
+        only when an actor could not fold the message at once). The shield is what keeps the
+        promise "committed means processed and published": the request's task is cancelled when
+        its client goes away or the server shuts down, and from the hand-over to the writer to
+        the fan-out that must not cut it short. The store's deadline (StoreUnavailable) and
+        PROCESS_TIMEOUT_S bound it."""
+        groups = _groups(events)
+        await self._wait_for_room(groups)
         with trio.CancelScope(shield=True):
-            result = await self._commit_and_process(events, started, rejected)
+            result = await self._commit_and_process(events, groups, started, rejected)
+            if events:  # a request is one project's: its rate for the project's SSE stats
+                self.metrics.count_project_ingest(events[0].project, len(result.outcomes))
         return result
 
-    async def _commit_and_process(self, events: list[Event], started: float, rejected: int) -> IngestResult:
-        outcomes: list[AppendOutcome] = await self.store.append(events) if events else []
-        fresh: list[Event] = []
-        repeated: list[Event] = []
+    async def _commit_and_process(
+        self, events: list[Event], groups: Groups, started: float, rejected: int
+    ) -> IngestResult:
+        if not events:
+            return self._done([], True, {}, started, 0, rejected)
+        outcomes: list[AppendOutcome] = await self.store.append(events)
+        duplicates = 0
         for event, outcome in zip(events, outcomes, strict=True):
             event.id = outcome.id
             event.seq = outcome.seq
-            (repeated if outcome.duplicate else fresh).append(event)
-        processed, sessions = True, dict[str, Any]()
-        if repeated and not fresh:
-            # A retry. Its first attempt may have been committed after its caller gave up (a 503
-            # that was in fact stored): the actors get it again, and apply each seq only once.
-            processed, sessions = await self._process(repeated)
-        if fresh:
-            low = min(event.seq for event in fresh)
-            self._begin(low, max(event.seq for event in fresh))
-            try:
-                processed, sessions = await self._process(fresh + repeated)
+            if outcome.duplicate:
+                duplicates += 1
+        # Every event goes to its actors, the duplicates too: a retry's first attempt may have been
+        # committed after its caller gave up (a 503 that was in fact stored), and the actors apply
+        # each seq only once.
+        if duplicates == len(events):
+            processed, sessions = await self._process(events, groups)
+            return self._done(outcomes, processed, sessions, started, 0, rejected)
+        fresh = events if not duplicates else [e for e, o in zip(events, outcomes, strict=True) if not o.duplicate]
+        low = high = fresh[0].seq
+        for event in fresh:
+            seq = event.seq
+            if seq < low:
+                low = seq
+            elif seq > high:
+                high = seq
+        self._begin(low, high)
+        try:
+            processed, sessions = await self._process(events, groups)
+            if self.fanout.wanted(fresh[0].project):
                 try:
                     await self._publish(fresh, sessions)
                 except Exception:  # stored and processed: a fan-out bug must not fail the request
                     log.exception("fan-out failed")
                     self.metrics.drops["fanout_error"] += len(fresh)
-            finally:
-                self._finish(low)
+        finally:
+            self._finish(low)
+        return self._done(outcomes, processed, sessions, started, len(fresh), rejected)
+
+    def _done(
+        self, outcomes: list[AppendOutcome], processed: bool, sessions: dict[str, Any], started: float,
+        fresh: int, rejected: int,
+    ) -> IngestResult:  # fmt: skip
         elapsed_ms = (time.perf_counter() - started) * 1000
-        duplicates = len(events) - len(fresh)
-        self.metrics.count_ingest(len(fresh), duplicates, rejected, elapsed_ms)
+        self.metrics.count_ingest(fresh, len(outcomes) - fresh, rejected, elapsed_ms)
         return IngestResult(outcomes, processed, elapsed_ms, sessions)
 
-    async def _wait_for_room(self, events: list[Event]) -> None:
+    async def _wait_for_room(self, groups: Groups) -> None:
         """Push back before anything is stored: when an actor this request needs has a full
         mailbox, wait for room, and answer 503 (Overloaded) if that lasts BACKPRESSURE_S. Refusing
         before the commit means a client's retry can never store an event twice."""
-        keys = {("session", e.project, e.session_id) for e in events if e.session_id}
-        keys |= {("user", e.project, e.user_id) for e in events if e.user_id}
-        keys = {key for key in keys if self.router.owns(key)}  # an owner elsewhere pushes back itself
-        if await self.actors.wait_for_room(keys, timeout=BACKPRESSURE_S):
+        owns = self.router.owns  # an owner elsewhere pushes back itself
+        if await self.actors.wait_for_room([key for key, _ in groups if owns(key)], timeout=BACKPRESSURE_S):
             return
         self.metrics.drops["backpressure_503"] += 1
         raise Overloaded("live processing is saturated; retry later", retry_after=1.0)
 
-    async def _process(self, fresh: list[Event]) -> tuple[bool, dict[str, Any]]:
+    async def _process(self, events: list[Event], groups: Groups) -> tuple[bool, dict[str, Any]]:
         """Tell each session and user actor its share of the batch: one message per actor."""
-        if not fresh:
+        if not groups:
             return True, {}
-        requests = _requests(fresh, steps=self.fanout.wanted(fresh[0].project))
-        if not requests:
-            return True, {}
+        steps = self.fanout.wanted(events[0].project)
+        requests: ActorRequests = [
+            (key, ApplyEvents(events=evs, steps=steps and key[0] == "session")) for key, evs in groups
+        ]
         replies = await self.router.ask_many(requests, timeout=PROCESS_TIMEOUT_S)
-        failures = [reply for reply in replies if isinstance(reply, ActorError)]
+        sessions: dict[str, Any] = {}
+        failures = 0
+        first: ActorError | None = None
+        for (key, _), reply in zip(groups, replies, strict=True):
+            if isinstance(reply, ActorError):
+                failures += 1
+                first = first or reply
+            elif key[0] == "session":
+                sessions[key[2]] = reply
         if failures:
             # The events are durable; live state catches up when the actor is next rebuilt.
             self.metrics.processing_failures += 1
-            log.warning("processing failed after commit for %d of %d actors: %s", len(failures), len(replies), failures[0])
-        sessions = {
-            key[2]: reply
-            for (key, _), reply in zip(requests, replies, strict=True)
-            if key[0] == "session" and not isinstance(reply, ActorError)
-        }
+            log.warning("processing failed after commit for %d of %d actors: %s", failures, len(replies), first)
         return not failures, sessions
 
     async def _publish(self, fresh: list[Event], sessions: dict[str, Any]) -> None:
         project = fresh[0].project
-        if not self.fanout.wanted(project):
-            return
         messages: list[Message] = []
         steps: dict[int, Any] = {}
         for session in sessions.values():  # per-event insights travel apart from the session
             if getattr(session, "steps", None):
                 steps.update(session.steps)
                 session.steps = None
+        published: set[str] = set()
+        metrics: list[Message] = []
         for event in fresh:
             attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
             messages.append((KIND_EVENT, attrs, event_message(event), event.seq))
-            if event.source == SOURCE_BEHAVIORAL or event.session_id:
-                session = sessions.get(event.session_id) if event.session_id else None
+            session_id = event.session_id
+            if event.source == SOURCE_BEHAVIORAL or session_id:
+                session = sessions.get(session_id) if session_id else None
                 messages.append((KIND_BEHAVIORAL, attrs, behavioral_message(event, session, steps.get(event.seq)), event.seq))
-        published: set[str] = set()
-        for event in fresh:
-            if event.session_id and event.session_id in sessions and event.session_id not in published:
-                published.add(event.session_id)
-                attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
-                messages.append((KIND_METRICS, attrs, metrics_message(sessions[event.session_id]), 0))
+            if session_id and session_id in sessions and session_id not in published:
+                published.add(session_id)
+                metrics.append((KIND_METRICS, attrs, metrics_message(sessions[session_id]), 0))
+        messages += metrics
         await self.fanout.publish(project, messages)
 
 
-def _requests(events: list[Event], *, steps: bool = False) -> ActorRequests:
-    """One ApplyEvents message per session actor and per user actor the events concern."""
-    by_session: dict[tuple[str, str], list[Event]] = defaultdict(list)
-    by_user: dict[tuple[str, str], list[Event]] = defaultdict(list)
+def _groups(events: list[Event]) -> Groups:
+    """The events of each session actor and each user actor, in request order: sessions first."""
+    if len(events) == 1:  # the single-event request: no grouping at all
+        event = events[0]
+        groups: Groups = []
+        if event.session_id:
+            groups.append((("session", event.project, event.session_id), events))
+        if event.user_id:
+            groups.append((("user", event.project, event.user_id), events))
+        return groups
+    by_session: dict[tuple[str, str, str], list[Event]] = {}
+    by_user: dict[tuple[str, str, str], list[Event]] = {}
     for event in events:
         if event.session_id:
-            by_session[(event.project, event.session_id)].append(event)
+            key = ("session", event.project, event.session_id)
+            share = by_session.get(key)
+            if share is None:
+                by_session[key] = [event]
+            else:
+                share.append(event)
         if event.user_id:
-            by_user[(event.project, event.user_id)].append(event)
-    requests: ActorRequests = [
-        (("session", project, sid), ApplyEvents(events=evs, steps=steps)) for (project, sid), evs in by_session.items()
-    ]
-    requests += [(("user", project, uid), ApplyEvents(events=evs)) for (project, uid), evs in by_user.items()]
-    return requests
+            key = ("user", event.project, event.user_id)
+            share = by_user.get(key)
+            if share is None:
+                by_user[key] = [event]
+            else:
+                share.append(event)
+    return [*by_session.items(), *by_user.items()]

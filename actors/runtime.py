@@ -5,14 +5,16 @@ thrown away at any moment and rebuilt: that is what supervision (restart after a
 passivation (exit after an idle TTL) and drain (snapshot everything on shutdown) rely on.
 
 Every actor task runs in the nursery owned by :meth:`ActorSystem.run`; nothing here starts a task
-without an owner. Mailboxes are bounded trio memory channels: a full mailbox is back-pressure that
-the edge turns into 503 + Retry-After, never an unbounded queue.
+without an owner. Mailboxes are bounded (MAILBOX_SIZE): a full mailbox is back-pressure that the
+edge turns into 503 + Retry-After, never an unbounded queue.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
@@ -33,6 +35,10 @@ RECEIVE_TIMEOUT_S: Final = 30.0  # a receive() that hangs longer is treated as a
 ACTIVATE_TIMEOUT_S: Final = 30.0  # snapshot load + replay; longer is a crash
 SNAPSHOT_SAVE_TIMEOUT_S: Final = 10.0  # a snapshot that cannot be saved in time is skipped
 RETRY_AFTER_S: Final = 1  # what the edge should put in Retry-After for MailboxFull
+# An actor that folded less than this long ago is taking a stream of messages: an ask then goes
+# through its mailbox (so what arrives meanwhile is folded with it) instead of being folded at once
+# in the asker's task. A burst of requests woken by one group commit spans about a millisecond.
+HOT_WINDOW_S: Final = 0.002
 SEEN_KEPT: Final = 512  # applied seqs above the floor a projection remembers (and snapshots)
 
 ActorKey = tuple[str, str, str]  # (kind, project, id)
@@ -53,7 +59,11 @@ class Actor(Protocol):
         """Load the snapshot and replay the events after it."""
 
     async def receive(self, msg: Any) -> Any:
-        """Handle one message; the return value is the ask's reply. Raising is a crash."""
+        """Handle one message; the return value is the ask's reply. Raising is a crash.
+
+        An actor may also have ``receive_all(msgs: list) -> list``, synchronous: the runtime then
+        calls it instead, with every message taken from the mailbox at once, for one reply per
+        message (raising is a crash of all of them); see ActorSystem."""
 
     def snapshot(self) -> Snapshot | None:
         """The state to save on passivation/drain; None when the stored snapshot is still current."""
@@ -115,52 +125,154 @@ class ActorStats(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 # internals ---------------------------------------------------------------------------------------
+class _Reply:
+    """One asker waiting for the replies to its envelopes: woken once, when the last one is in."""
+
+    __slots__ = ("task", "pending")
+
+    def __init__(self) -> None:
+        self.task: trio.lowlevel.Task | None = None
+        self.pending = 0  # delivered envelopes not resolved yet
+
+    def abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.task = None  # the ask's deadline (or its caller's cancellation) ended the wait
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        """Until every delivered envelope is resolved; the caller holds the deadline."""
+        if self.pending:
+            self.task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self.abort)
+
+
 class _Envelope:
     """A message plus its one-shot reply slot. The actor fills the slot exactly once."""
 
-    __slots__ = ("msg", "done", "value", "error")
+    __slots__ = ("msg", "done", "value", "error", "reply")
 
-    def __init__(self, msg: Any) -> None:
+    def __init__(self, msg: Any, reply: _Reply) -> None:
         self.msg = msg
-        self.done = trio.Event()
+        self.done = False
         self.value: Any = None
         self.error: ActorError | None = None
+        self.reply = reply
 
     def resolve(self, value: Any) -> None:
-        if not self.done.is_set():
+        if not self.done:
             self.value = value
-            self.done.set()
+            self._done()
 
     def fail(self, error: ActorError) -> None:
-        if not self.done.is_set():
+        if not self.done:
             self.error = error
-            self.done.set()
+            self._done()
+
+    def _done(self) -> None:
+        self.done = True
+        reply = self.reply
+        reply.pending -= 1
+        if not reply.pending and reply.task is not None:
+            task, reply.task = reply.task, None
+            trio.lowlevel.reschedule(task)
 
 
 class _Cell:
-    """One live activation of a key: its mailbox, its current instance, its crash history."""
+    """One live activation of a key: its mailbox, its current instance, its crash history.
+
+    The mailbox is a bounded deque with one consumer (the actor task, parked in ``waiter`` while it
+    is empty): a memory channel would cost an exception per empty poll, and the actor takes
+    everything queued at once anyway.
+    """
 
     __slots__ = (
-        "key", "send", "recv", "instance", "crash_times", "last_error", "retiring", "stopped",
-        "current", "finished", "room", "discard_snapshot",
+        "key", "queue", "limit", "closed", "waiter", "backlog", "instance", "fold", "crash_times",
+        "last_error", "retiring", "stopped", "current", "finished", "room", "discard_snapshot",
+        "idle_since",
     )  # fmt: skip
 
     def __init__(self, key: ActorKey, mailbox_size: int) -> None:
         self.key = key
-        self.send, self.recv = trio.open_memory_channel[_Envelope](mailbox_size)
+        self.queue: deque[_Envelope] = deque()  # the mailbox: at most ``limit`` envelopes
+        self.limit = mailbox_size
+        self.closed = False  # no more deliveries: retiring, stopped, draining or finished
+        self.waiter: trio.lowlevel.Task | None = None  # the actor task, parked on an empty mailbox
+        self.backlog: list[_Envelope] | None = None  # taken from the mailbox, not handled (a crash)
         self.instance: Actor | None = None
+        self.fold: Callable[[list[Any]], list[Any]] | None = None  # instance.receive_all, if any
         self.crash_times: deque[float] = deque()
         self.last_error: BaseException | None = None
         self.retiring = False  # out of the registry; finishing what is left in the mailbox
         self.stopped = False  # too many crashes
-        self.current: _Envelope | None = None  # the message being handled
+        self.current: _Envelope | None = None  # the message being handled (async receive)
         self.finished = trio.Event()
-        self.room: trio.Event | None = None  # set when a message leaves a full mailbox
+        self.room: trio.Event | None = None  # set when a full mailbox is emptied (or closed)
         self.discard_snapshot = False  # retired because its state may be stale: do not save it
+        self.idle_since = math.inf  # when the actor task parked on its empty mailbox (inf: busy)
+
+    def put(self, envelope: _Envelope) -> bool:
+        """Queue ``envelope`` (False if the mailbox is full) and wake the actor task."""
+        queue = self.queue
+        if len(queue) >= self.limit:
+            return False
+        queue.append(envelope)
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(task)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(task)
+        self._room()
+
+    def take(self) -> list[_Envelope] | None:
+        """The backlog and everything queued, oldest first; None when there is nothing."""
+        queue = self.queue
+        group = self.backlog
+        if group is not None:
+            self.backlog = None
+            group.extend(queue)
+        elif not queue:
+            return None
+        else:
+            group = list(queue)
+        queue.clear()
+        self._room()
+        return group
+
+    def _room(self) -> None:
+        if self.room is not None:
+            self.room.set()
+            self.room = None
+
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self.waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self) -> None:
+        """Park until a message arrives or the mailbox closes (the caller saw it empty and open)."""
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
 
 
 class ActorSystem:
-    """Spawns actors on demand by key and routes asks to their mailboxes."""
+    """Spawns actors on demand by key and routes asks to their mailboxes.
+
+    Timers cost nothing per message. The idle TTL is a timestamp per actor, checked by one sweeper
+    (``run``) that sleeps until the earliest time any actor could become due (a heap with one
+    lower bound per actor, moved forward when it is found early) and retires the actors idle for
+    the TTL. The receive timeout guards ``receive``, the one handler that can wait: a per-message
+    ``fail_after`` there. ``receive_all`` (the projection actors' fold) is synchronous and so needs
+    none: nothing in it can wait, and no deadline could interrupt a CPU loop anyway. An actor with
+    ``receive_all`` takes every message queued at each wake-up and folds them at once: a busy
+    actor gets cheaper per message, not dearer. When such an actor is parked on an empty mailbox
+    and has not folded for HOT_WINDOW_S, an ask folds its message right away in the asker's task
+    (the actor task could only do the same, later, after two task switches).
+    """
 
     def __init__(
         self,
@@ -189,6 +301,9 @@ class ActorSystem:
         self._cells: dict[ActorKey, _Cell] = {}
         self._retiring: dict[ActorKey, _Cell] = {}  # out of the registry, snapshot not yet saved
         self._stopped: dict[ActorKey, float] = {}  # key -> end of its cool-down (trio time)
+        self._due: list[tuple[float, int, _Cell]] = []  # heap: (no idle retirement before, tiebreak, cell)
+        self._due_order = itertools.count()
+        self._sweep_scope: trio.CancelScope | None = None  # the sweeper's sleep
         self._handled = 0
         self._restarts = 0
         self._crashes = 0
@@ -199,17 +314,52 @@ class ActorSystem:
 
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the nursery every actor task runs in, until cancelled. Use ``nursery.start``."""
+        """Own the nursery every actor task runs in, and sweep idle actors, until cancelled.
+        Use ``nursery.start``."""
         if self._nursery is not None:
             raise RuntimeError("actor system is already running")
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
-                await trio.sleep_forever()
+                await self._sweep()
         finally:
             self._nursery = None
             self._closing = True
+
+    async def _sweep(self) -> None:
+        """Passivate every actor that has been parked on its empty mailbox for the idle TTL."""
+        due = self._due
+        while True:
+            with trio.CancelScope(deadline=due[0][0] if due else math.inf) as scope:
+                self._sweep_scope = scope
+                await trio.sleep_forever()
+            self._sweep_scope = None
+            now = trio.current_time()
+            while due and due[0][0] <= now:
+                cell = heapq.heappop(due)[2]
+                if cell.closed or self._cells.get(cell.key) is not cell:
+                    continue  # retired, stopped or finished: no longer watched
+                if cell.waiter is not None:  # parked on an empty mailbox, nothing on its way
+                    if cell.idle_since + self._idle_ttl <= now:
+                        self._passivations += 1
+                        self._begin_retire(cell)
+                    else:
+                        self._watch(cell, cell.idle_since + self._idle_ttl)
+                else:  # busy: idle from now at the earliest
+                    self._watch(cell, now + self._idle_ttl)
+
+    def _watch(self, cell: _Cell, when: float) -> None:
+        due = self._due
+        if len(due) > 2 * len(self._cells) + 1024:
+            # Actors retired early (a read of an unknown key, a handover) leave their entry until
+            # it is due: drop them all at once, so churn cannot pile up dead cells for a TTL.
+            due[:] = [entry for entry in due if self._cells.get(entry[2].key) is entry[2]]
+            heapq.heapify(due)
+        heapq.heappush(due, (when, next(self._due_order), cell))
+        scope = self._sweep_scope
+        if scope is not None and when < scope.deadline:
+            scope.deadline = when
 
     async def drain(self, *, deadline: float) -> None:
         """Graceful shutdown, bounded by ``deadline`` seconds.
@@ -220,7 +370,7 @@ class ActorSystem:
         self._closing = True
         cells = [*self._cells.values(), *self._retiring.values()]
         for cell in cells:
-            cell.send.close()  # the actor sees EndOfChannel once its mailbox is empty
+            cell.close()  # the actor finishes what is queued, then sees the mailbox closed
         with trio.move_on_after(deadline):
             for cell in cells:
                 await cell.finished.wait()
@@ -251,16 +401,8 @@ class ActorSystem:
         not come in time, ActorCrashed if the actor raised on this message (or is cooling down after
         too many crashes), SystemClosed while draining.
         """
-        deadline = trio.current_time() + timeout
-        envelope = _Envelope(msg)
-        await self._deliver(key, envelope, deadline)
-        with trio.move_on_at(deadline):
-            await envelope.done.wait()
-        if not envelope.done.is_set():
-            raise AskTimeout(key)
-        if envelope.error is not None:
-            raise envelope.error
-        return envelope.value
+        (reply,) = await self.ask_many([(key, msg)], timeout=timeout)
+        return reply
 
     async def ask_many(
         self,
@@ -271,93 +413,128 @@ class ActorSystem:
     ) -> list[Any]:
         """Ask several actors at once (one message per key of a batch); replies in request order.
 
-        All messages are enqueued first (no task per request unless a mailbox is full), then the
-        replies are awaited under one deadline. With ``return_exceptions`` an ActorError takes the
-        place of its reply; otherwise the first failing request's error is raised after every
-        request has finished or timed out, so no reply is abandoned half-way.
+        A message to an actor parked on an empty mailbox is folded right here (see the class);
+        the others are enqueued (no task per request unless a mailbox is full), then their replies
+        are awaited under one deadline, and only if there are any. With ``return_exceptions`` an
+        ActorError takes the place of its reply; otherwise the first failing request's error is
+        raised after every request has finished or timed out, so no reply is abandoned half-way.
         """
-        deadline = trio.current_time() + timeout
-        envelopes = [_Envelope(msg) for _, msg in requests]
-        errors: list[ActorError | None] = [None] * len(requests)
-        blocked: list[int] = []
-        for i, (key, _) in enumerate(requests):
+        replies: list[Any] = []
+        reply = _Reply()
+        blocked: list[int] | None = None
+        now: float | None = None  # read when first needed
+        for i, (key, msg) in enumerate(requests):
+            cell = self._cells.get(key)
+            if cell is not None and cell.waiter is not None and cell.fold is not None and not self._closing:
+                if now is None:
+                    now = trio.current_time()
+                if now - cell.idle_since >= HOT_WINDOW_S:
+                    replies.append(self._fold_here(cell, msg, now))
+                    continue
+            envelope = _Envelope(msg, reply)
+            replies.append(envelope)
             try:
-                if not self._deliver_nowait(key, envelopes[i]):
+                if self._deliver_nowait(key, envelope):
+                    reply.pending += 1
+                else:
+                    blocked = blocked or []
                     blocked.append(i)
             except ActorError as exc:
-                errors[i] = exc
-        if blocked:
+                replies[i] = exc
+        if reply.pending or blocked:
+            deadline = trio.current_time() + timeout
+            if blocked:
 
-            async def deliver(i: int) -> None:
-                try:
-                    await self._deliver(requests[i][0], envelopes[i], deadline)
-                except ActorError as exc:
-                    errors[i] = exc
+                async def deliver(i: int) -> None:
+                    try:
+                        await self._deliver(requests[i][0], replies[i], deadline)
+                        reply.pending += 1
+                    except ActorError as exc:
+                        replies[i] = exc
 
-            async with trio.open_nursery() as nursery:
-                for i in blocked:
-                    nursery.start_soon(deliver, i)
-        with trio.move_on_at(deadline):
-            for i, envelope in enumerate(envelopes):
-                if errors[i] is None:
-                    await envelope.done.wait()
-        replies: list[Any] = []
-        for i, envelope in enumerate(envelopes):
-            error = errors[i]
-            if error is None and not envelope.done.is_set():
-                error = AskTimeout(requests[i][0])
-            elif error is None and envelope.error is not None:
-                error = envelope.error
-            if error is not None and not return_exceptions:
-                raise error
-            replies.append(error if error is not None else envelope.value)
+                async with trio.open_nursery() as nursery:
+                    for i in blocked:
+                        nursery.start_soon(deliver, i)
+            with trio.move_on_at(deadline):
+                await reply.wait()
+            for i, value in enumerate(replies):
+                if type(value) is _Envelope:
+                    if not value.done:
+                        replies[i] = AskTimeout(requests[i][0])
+                    else:
+                        replies[i] = value.error if value.error is not None else value.value
+        if not return_exceptions:
+            for value in replies:
+                if isinstance(value, ActorError):
+                    raise value
         return replies
+
+    def _fold_here(self, cell: _Cell, msg: Any, now: float) -> Any:
+        """Fold ``msg`` in the asker's task: the actor is parked on an empty mailbox, so nothing
+        is ahead of it, and the fold is synchronous, so nothing can come between. Only for an
+        actor that has not folded for HOT_WINDOW_S: messages to a busy one queue up behind this
+        one and its task folds them all at once (a fold costs less per message, the more it takes)."""
+        assert cell.fold is not None
+        try:
+            (reply,) = cell.fold([msg])
+        except Exception as exc:
+            crashed = ActorCrashed(cell.key)
+            crashed.__cause__ = exc
+            self._crashed(cell, exc, f"handling {type(msg).__name__}")
+            if cell.waiter is not None:  # wake the actor task: it restarts the actor (or ends)
+                task, cell.waiter = cell.waiter, None
+                trio.lowlevel.reschedule(task)
+            return crashed
+        finally:
+            self._handled += 1
+        cell.idle_since = now  # the fold took no (trio) time: nothing could run meanwhile
+        if getattr(cell.instance, "empty", False):
+            self._begin_retire(cell)  # a read of a key that has no events: do not keep an actor for it
+        return reply
 
     def _deliver_nowait(self, key: ActorKey, envelope: _Envelope) -> bool:
         """Put ``envelope`` in the mailbox without waiting; False if the mailbox is full."""
         for _ in range(3):  # a cell closed under us was retiring: route to a fresh activation
             cell = self._cell(key)
-            try:
-                cell.send.send_nowait(envelope)
-                return True
-            except trio.WouldBlock:
-                return False
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._forget(cell)
+            if not cell.closed:
+                return cell.put(envelope)
+            self._forget(cell)
         raise ActorCrashed(key, "keeps closing its mailbox")
 
     async def _deliver(self, key: ActorKey, envelope: _Envelope, deadline: float) -> None:
         """Put ``envelope`` in the mailbox, waiting for room until ``deadline`` (then MailboxFull)."""
-        if self._deliver_nowait(key, envelope):
-            return
-        while trio.current_time() < deadline:
-            cell = self._cell(key)
-            with trio.move_on_at(deadline):
-                try:
-                    await cell.send.send(envelope)
-                    return
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
+        with trio.move_on_at(deadline):
+            while True:
+                cell = self._cell(key)
+                if cell.closed:
                     # the actor retired or stopped while we waited: re-route (the next _cell call
                     # spawns a fresh activation, or raises ActorCrashed / SystemClosed)
                     self._forget(cell)
                     await trio.lowlevel.checkpoint()
+                elif cell.put(envelope):
+                    return
+                else:
+                    if cell.room is None:
+                        cell.room = trio.Event()
+                    await cell.room.wait()
         raise MailboxFull(key)
 
     def _full_cell(self, key: ActorKey) -> _Cell | None:
         cell = self._cells.get(key)
-        if cell is None:
-            return None
-        stats = cell.send.statistics()
-        return cell if stats.current_buffer_used >= stats.max_buffer_size else None
+        return cell if cell is not None and len(cell.queue) >= cell.limit else None
 
     async def wait_for_room(self, keys: Iterable[ActorKey], *, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until none of ``keys`` has a full mailbox; False if that takes longer than timeout.
 
         The ingest path calls this before committing, so pushing back never leaves an event
         stored but unprocessed, and a client's retry after a 503 cannot store it twice.
+        Returns at once, without a checkpoint, when no mailbox of ``keys`` is full.
         """
+        full = [key for key in keys if self._full_cell(key) is not None]
+        if not full:
+            return True
         with trio.move_on_after(timeout):
-            for key in keys:
+            for key in full:
                 while (cell := self._full_cell(key)) is not None:
                     if cell.room is None:
                         cell.room = trio.Event()
@@ -387,6 +564,7 @@ class ActorSystem:
         cell = _Cell(key, self._mailbox_size)
         self._cells[key] = cell
         self._nursery.start_soon(self._run_cell, cell, factory, name=f"actor {key!r}")
+        self._watch(cell, trio.current_time() + self._idle_ttl)  # idle no earlier than that
         return cell
 
     # the actor task ------------------------------------------------------------------------------
@@ -399,47 +577,31 @@ class ActorSystem:
                     await previous.finished.wait()
             while not cell.stopped:
                 if cell.instance is None:
-                    if cell.retiring and cell.recv.statistics().current_buffer_used == 0:
+                    if cell.retiring and cell.backlog is None and not cell.queue:
                         return  # crashed on the last leftover: nothing left to do or to save
                     await self._activate(cell, factory)
                     continue
-                envelope = await self._next(cell)
-                if envelope is not None:
-                    await self._handle(cell, envelope)
-                elif not cell.retiring:
-                    self._begin_retire(cell)
-                else:
+                group = cell.take()
+                if group is not None:
+                    await self._handle(cell, group)
+                elif not cell.closed:
+                    cell.idle_since = trio.current_time()
+                    await cell.wait()
+                    cell.idle_since = math.inf
+                else:  # passivated, retired or drained, and everything queued is handled
+                    if not cell.retiring:
+                        self._begin_retire(cell)
                     await self._save_snapshot(cell)
                     return
         finally:
             self._finish(cell)
-
-    async def _next(self, cell: _Cell) -> _Envelope | None:
-        """The next message, or None when idle for the TTL / the mailbox is closed and empty."""
-        if cell.retiring:
-            try:
-                return cell.recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return None
-        with trio.move_on_after(self._idle_ttl) as idle:
-            try:
-                envelope = await cell.recv.receive()
-            except trio.EndOfChannel:  # drain() closed the mailbox and it is now empty
-                return None
-            if cell.room is not None:
-                cell.room.set()
-                cell.room = None
-            return envelope
-        if idle.cancelled_caught:
-            self._passivations += 1
-        return None
 
     def _begin_retire(self, cell: _Cell) -> None:
         """Leave the registry before closing the mailbox, so no later ask can land in a dead cell."""
         cell.retiring = True
         self._forget(cell)
         self._retiring[cell.key] = cell
-        cell.send.close()
+        cell.close()
 
     async def _activate(self, cell: _Cell, factory: ActorFactory) -> None:
         try:
@@ -450,8 +612,37 @@ class ActorSystem:
             self._crashed(cell, exc, "activating")
             return
         cell.instance = instance
+        cell.fold = getattr(instance, "receive_all", None)
 
-    async def _handle(self, cell: _Cell, envelope: _Envelope) -> None:
+    async def _handle(self, cell: _Cell, group: list[_Envelope]) -> None:
+        """Handle the messages taken from the mailbox: in one fold when the actor has one."""
+        instance = cell.instance
+        assert instance is not None
+        if cell.fold is not None:
+            try:
+                replies = cell.fold([envelope.msg for envelope in group])
+            except Exception as exc:  # every message of the fold failed with it (their events
+                # are committed: the restarted actor replays them from the log)
+                for envelope in group:
+                    crashed = ActorCrashed(cell.key)
+                    crashed.__cause__ = exc
+                    envelope.fail(crashed)
+                self._crashed(cell, exc, f"handling {len(group)} messages")
+            else:
+                for envelope, reply in zip(group, replies, strict=True):
+                    envelope.resolve(reply)
+            self._handled += len(group)
+        else:
+            for index, envelope in enumerate(group):
+                if cell.instance is None:  # crashed on the one before: the restart handles the rest
+                    cell.backlog = group[index:]
+                    return
+                await self._receive(cell, envelope)
+        if getattr(cell.instance, "empty", False) and not cell.retiring:
+            # a read of a key that has no events (a mistyped id): do not keep an actor for it
+            self._begin_retire(cell)
+
+    async def _receive(self, cell: _Cell, envelope: _Envelope) -> None:
         assert cell.instance is not None
         cell.current = envelope
         try:
@@ -464,9 +655,6 @@ class ActorSystem:
             self._crashed(cell, exc, f"handling {type(envelope.msg).__name__}")
         else:
             envelope.resolve(reply)
-            if getattr(cell.instance, "empty", False) and not cell.retiring:
-                # a read of a key that has no events (a mistyped id): do not keep an actor for it
-                self._begin_retire(cell)
         finally:
             cell.current = None
         self._handled += 1
@@ -475,6 +663,7 @@ class ActorSystem:
         """Count and log a crash; discard the instance (restart) or stop the actor if over the limit."""
         self._crashes += 1
         cell.instance = None
+        cell.fold = None
         cell.last_error = exc
         now = trio.current_time()
         cell.crash_times.append(now)
@@ -488,7 +677,7 @@ class ActorSystem:
             cell.stopped = True
             self._forget(cell)
             self._stopped[cell.key] = now + self._restart_window
-            cell.send.close()
+            cell.close()
         else:
             log.error("actor %r crashed %s: restarting", cell.key, doing, exc_info=exc)
             self._restarts += 1
@@ -510,7 +699,7 @@ class ActorSystem:
     def _finish(self, cell: _Cell) -> None:
         """Synchronous cleanup (runs on cancellation too): nothing waiting on this cell hangs."""
         self._forget(cell)
-        cell.send.close()
+        cell.close()
 
         def error() -> ActorError:
             if not cell.stopped:
@@ -521,12 +710,8 @@ class ActorSystem:
 
         if cell.current is not None:
             cell.current.fail(error())
-        while True:
-            try:
-                cell.recv.receive_nowait().fail(error())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        cell.recv.close()
+        for envelope in cell.take() or ():
+            envelope.fail(error())
         if self._retiring.get(cell.key) is cell:
             del self._retiring[cell.key]
         cell.finished.set()
@@ -540,7 +725,7 @@ class ActorSystem:
         depth_total = depth_max = 0
         for key, cell in self._cells.items():
             per_kind[key[0]] = per_kind.get(key[0], 0) + 1
-            depth = cell.recv.statistics().current_buffer_used
+            depth = len(cell.queue)
             depth_total += depth
             depth_max = max(depth_max, depth)
         return ActorStats(
@@ -672,40 +857,92 @@ class ProjectionActor(Generic[StateT, ViewT]):
         self.empty = snap is None and not events
 
     def _remember(self, events: list[Event]) -> None:
+        seen, heap = self._seen, self._seen_heap
         for event in events:
-            if event.seq and event.seq not in self._seen:
-                self._seen.add(event.seq)
-                heapq.heappush(self._seen_heap, event.seq)
-        while len(self._seen_heap) > SEEN_KEPT:
-            lowest = heapq.heappop(self._seen_heap)
-            self._seen.discard(lowest)
-            self._floor = max(self._floor, lowest)
+            seq = event.seq
+            if seq and seq not in seen:
+                seen.add(seq)
+                heapq.heappush(heap, seq)
+        while len(heap) > SEEN_KEPT:
+            lowest = heapq.heappop(heap)
+            seen.discard(lowest)
+            if lowest > self._floor:
+                self._floor = lowest
 
     def _unapplied(self, events: list[Event]) -> list[Event]:
+        floor, seen = self._floor, self._seen
+        if len(events) == 1:  # a single event: no batch to dedup against
+            seq = events[0].seq
+            return events if seq == 0 or (seq > floor and seq not in seen) else []
         fresh: list[Event] = []
         batch: set[int] = set()
         for e in events:
-            if e.seq == 0:
+            seq = e.seq
+            if seq == 0:
                 fresh.append(e)
-            elif e.seq > self._floor and e.seq not in self._seen and e.seq not in batch:
-                batch.add(e.seq)
+            elif seq > floor and seq not in seen and seq not in batch:
+                batch.add(seq)
                 fresh.append(e)
         return fresh
 
     async def receive(self, msg: Any) -> ViewT:
-        if isinstance(msg, ApplyEvents):
-            fresh = self._unapplied(msg.events)
-            if fresh:
-                self.empty = False
+        (reply,) = self.receive_all([msg])
+        return reply  # type: ignore[no-any-return]
+
+    def receive_all(self, msgs: list[Any]) -> list[Any]:
+        """Every message taken from the mailbox at once, in order (synchronous: see ActorSystem).
+
+        A run of consecutive ApplyEvents is applied as one batch (one sort, one fold, one summary)
+        and each of them is answered with the summary after the whole run: every event it carried
+        is applied by then, and no reply is built for a state nobody asked about. A GetView ends
+        a run, so it sees the events asked before it (and not the ones asked after it).
+        """
+        if len(msgs) == 1:
+            msg = msgs[0]
+            if type(msg) is ApplyEvents:
+                return [self.apply_events(msg)]
+        replies: list[Any] = []
+        i, n = 0, len(msgs)
+        while i < n:
+            msg = msgs[i]
+            if isinstance(msg, ApplyEvents):
+                j = i + 1
+                while j < n and isinstance(msgs[j], ApplyEvents):
+                    j += 1
+                if j == i + 1:
+                    replies.append(self.apply_events(msg))
+                else:
+                    run: list[ApplyEvents] = msgs[i:j]
+                    events = [event for m in run for event in m.events]
+                    merged = ApplyEvents(events=events, steps=any(m.steps for m in run))
+                    replies.extend(self.reply_each(self.apply_events(merged), run))
+                i = j
+            elif isinstance(msg, GetView):
+                replies.append(self.view())
+                i += 1
+            else:
+                raise TypeError(f"actor {self.key!r} cannot handle a {type(msg).__name__!r} message")
+        return replies
+
+    def apply_events(self, msg: ApplyEvents) -> Any:
+        """Apply the events not applied yet (the skip rule) in event order; the reply is summary()."""
+        fresh = self._unapplied(msg.events)
+        if fresh:
+            self.empty = False
+            if len(fresh) > 1:
                 fresh.sort(key=event_order)
-                self.apply(fresh)
-                self._remember(fresh)
-                self.applied_upto = max(self.applied_upto, max(event.seq for event in fresh))
-                self.dirty = True
-            return self.summary()
-        if isinstance(msg, GetView):
-            return self.view()
-        raise TypeError(f"actor {self.key!r} cannot handle a {type(msg).__name__!r} message")
+            self.apply(fresh)
+            self._remember(fresh)
+            top = max(event.seq for event in fresh) if len(fresh) > 1 else fresh[0].seq
+            if top > self.applied_upto:
+                self.applied_upto = top
+            self.dirty = True
+        return self.summary()
+
+    def reply_each(self, reply: Any, run: list[ApplyEvents]) -> list[Any]:
+        """The replies to a run of ApplyEvents applied together: the same summary for each (a
+        subclass whose summary carries per-message parts gives each its own)."""
+        return [reply] * len(run)
 
     def snapshot(self) -> Snapshot | None:
         """None when nothing changed since the stored snapshot: a read-only activation (a GetView

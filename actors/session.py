@@ -133,45 +133,52 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
     def apply(self, events: list[Event]) -> None:
         state = self.state
         tracker = self.tracker()
+        journeys = state.journeys
+        pages = state.pages  # changed in place only
         steps = self.steps
         # per-event insights cost ~20 µs each: an activation replay keeps only its newest ones
         first_step = len(events) - self._steps_tail if self._steps_tail else 0
         for index, event in enumerate(events):
             info = extract(event)
             ts = event.timestamp
-            order = (ts, event.seq)
+            seq = event.seq
+            url, scroll, device_type = info.url, info.scroll_depth, info.device_type
+            user_id = event.user_id
             name = event.name.lower()
             page_view = name in PAGE_VIEW_NAMES
-            tracker.add(JourneyEvent(ts, event.seq, name, info.url, info.scroll_depth, page_view))
-            journey = state.journeys.journey
-            if event.user_id and journey.user_id != event.user_id:
-                journey.user_id = event.user_id
-            if info.device_type and journey.device_type != info.device_type:
-                journey.device_type = info.device_type
+            tracker.add(JourneyEvent(ts, seq, name, url, scroll, page_view))
+            journey = journeys.journey  # the fold may have started a new one
+            if user_id and journey.user_id != user_id:
+                journey.user_id = user_id
+            if device_type and journey.device_type != device_type:
+                journey.device_type = device_type
             if info.persona and journey.persona != info.persona:
                 journey.persona = info.persona
             if steps is not None and index >= first_step:
-                steps[event.seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
-            if state.pages and ts >= state.pages[-1].entered_at and ts - max(state.pages[-1].last_seen, state.pages[-1].entered_at) <= SESSION_GAP_MS:
-                state.pages[-1].last_seen = max(state.pages[-1].last_seen, ts)
+                steps[seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
+            if pages:
+                last = pages[-1]
+                if ts >= last.entered_at and ts - max(last.last_seen, last.entered_at) <= SESSION_GAP_MS and ts > last.last_seen:
+                    last.last_seen = ts
             state.event_count += 1
-            if event.user_id:
-                state.user_id = event.user_id
-            if info.device_type:
-                state.device_type = info.device_type
+            if user_id:
+                state.user_id = user_id
+            if device_type:
+                state.device_type = device_type
             if state.started_at is None or ts < state.started_at:
                 state.started_at = ts
             if state.last_activity is None or ts > state.last_activity:
                 state.last_activity = ts
+            order = (ts, seq)
             if order >= state.last_event_order:
                 state.last_event_order = order
                 state.last_event_type = event.name
             if page_view:
                 state.page_views += 1
-                if info.url is not None:  # a page view without a url is counted, not listed
-                    self._add_page(PageState(info.url, ts, event.seq))
-            if info.scroll_depth is not None:
-                self._add_scroll(order, info.scroll_depth)
+                if url is not None:  # a page view without a url is counted, not listed
+                    self._add_page(PageState(url, ts, seq))
+            if scroll is not None:
+                self._add_scroll(order, scroll)
 
     def tracker(self) -> JourneyTracker:
         """The journey tracker of the current state (a new one after activation replaced it)."""
@@ -254,20 +261,30 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         finally:
             self.steps, self._steps_tail = None, 0
 
-    async def receive(self, msg: object) -> SessionView:
-        if isinstance(msg, ApplyEvents):
-            self.steps = {} if msg.steps else None
-            if self.steps is not None and self._replayed_steps:
-                self.steps.update((e.seq, self._replayed_steps[e.seq]) for e in msg.events if e.seq in self._replayed_steps)
-            self._replayed_steps = {}
-            try:
-                reply = await super().receive(msg)
-            finally:
-                self.steps = None
-            if self.state.journeys.events:
-                self.insights.touch(self.project, self.ident, self.tracker())
-            return reply
-        return await super().receive(msg)
+    def apply_events(self, msg: ApplyEvents) -> SessionSummary:
+        self.steps = {} if msg.steps else None
+        if self.steps is not None and self._replayed_steps:
+            self.steps.update((e.seq, self._replayed_steps[e.seq]) for e in msg.events if e.seq in self._replayed_steps)
+        self._replayed_steps = {}
+        try:
+            reply: SessionSummary = super().apply_events(msg)
+        finally:
+            self.steps = None
+        if self.state.journeys.events:
+            self.insights.touch(self.project, self.ident, self.tracker())
+        return reply
+
+    def reply_each(self, reply: SessionSummary, run: list[ApplyEvents]) -> list[SessionSummary]:
+        """Each message of a run applied together gets the summary after the run, with the
+        per-event insights of its own events only (the ingest path takes them out of its reply)."""
+        steps = reply.steps
+        if not steps:
+            return [reply] * len(run)
+        return [
+            msgspec.structs.replace(reply, steps={e.seq: steps[e.seq] for e in msg.events if e.seq in steps} or None)
+            if msg.steps else msgspec.structs.replace(reply, steps=None)
+            for msg in run
+        ]
 
     def insight(self) -> SessionInsights:
         return self.cache.insights(self.project, self.ident, self.tracker().settle(), self.insights)

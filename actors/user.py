@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from actors.payload import UNKNOWN_DEVICE, extract, is_page_view
+from actors.payload import PAGE_VIEW_NAMES, UNKNOWN_DEVICE, extract
 from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
 from protocol.record import Event
 
@@ -111,6 +111,7 @@ class UserActor(ProjectionActor[UserState, UserView]):
 
     def apply(self, events: list[Event]) -> None:
         state = self.state
+        sessions = state.sessions
         for event in events:
             info = extract(event)
             ts = event.timestamp
@@ -120,12 +121,15 @@ class UserActor(ProjectionActor[UserState, UserView]):
                 state.first_seen = ts
             if state.last_activity is None or ts > state.last_activity:
                 state.last_activity = ts
-            page = info.url if is_page_view(event.name) else None
-            session = self._session(event.session_id, ts) if event.session_id else None
-            if session is not None:
+            page = info.url if event.name.lower() in PAGE_VIEW_NAMES else None
+            session_id = event.session_id
+            if session_id:
+                session = sessions.get(session_id) or self._session(session_id, ts)
                 session.event_count += 1
-                session.first_seen = min(session.first_seen, ts)
-                session.last_seen = max(session.last_seen, ts)
+                if ts < session.first_seen:
+                    session.first_seen = ts
+                if ts > session.last_seen:
+                    session.last_seen = ts
                 if info.device_type:
                     session.device_type = info.device_type
                 if info.device_id:
@@ -138,7 +142,7 @@ class UserActor(ProjectionActor[UserState, UserView]):
             else:
                 device_type = info.device_type
                 device_id = info.device_id or device_type or UNKNOWN_DEVICE
-            self._touch_device(device_id, device_type, event.session_id, order, page)
+            self._touch_device(device_id, device_type, session_id, order, page)
 
     def _session(self, session_id: str, ts: int) -> SessionEntry:
         sessions = self.state.sessions

@@ -114,6 +114,9 @@ def event_time(
     flags = 0
     if timestamp is None:
         return received_at, flags
+    if sent_at is None and type(timestamp) is int and SECONDS_CUTOFF <= timestamp <= MAX_TIME_MS:
+        # the common case, unix ms without sentAt: what parse_time and the rules below come to
+        return (timestamp, 0) if timestamp <= received_at + MAX_FUTURE_MS else (max(received_at, 0), FLAG_CLAMPED_FUTURE)
     ts = parse_time(timestamp, f"{root}.timestamp")
     if sent_at is not None:
         sent = parse_time(sent_at, f"{root}.sentAt")

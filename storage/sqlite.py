@@ -2,12 +2,14 @@
 
 Layout: ``<data_dir>/pulse.db`` in WAL mode, so readers never block the writer nor each other.
 
-Writes: every append and snapshot goes through a bounded trio memory channel to one writer task.
-The writer takes one pending write, drains every other pending write without waiting, and stores
-them all in ONE transaction (one fsync with ``synchronous=FULL``), then wakes every waiter. There is
-no timer: while a commit runs, new writes queue up, so groups grow exactly as fast as the disk is
-slow. The SQL itself runs on a worker thread (``trio.to_thread`` behind a CapacityLimiter(1)), so
-the writer connection is only ever used by one thread at a time and never by the trio thread.
+Writes: every append and snapshot is put on the queue of one long-lived writer thread, which owns
+the writer connection (it is never used by any other thread). The thread takes one pending write,
+drains every other pending write without waiting, and stores them all in ONE transaction (one fsync
+with ``synchronous=FULL``), then wakes every waiter with one ``run_sync_soon`` into the trio thread.
+There is no timer: while a commit runs, new writes queue up, so groups grow exactly as fast as the
+disk is slow. Handing a write over costs a queue put and a wake-up per group: no trio task of its
+own, no worker thread borrowed (and renamed) per group, no limiter. Each write carries its deadline
+(APPEND_TIMEOUT_S); one watchdog task fails the overdue ones, so no cancel scope is opened per write.
 
 Reads: a small pool of read-only connections, used from worker threads behind their own limiter.
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 import trio
@@ -71,6 +75,22 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
 Known = dict[tuple[str, str], tuple[str, int]]  # (project, client_id) -> (id, seq)
+
+
+class _Call:
+    """A function to run on the writer thread (which owns the writer connection), in queue order."""
+
+    __slots__ = ("fn", "args", "result", "error", "done")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+_STOP: Final = _Call(lambda: None, ())  # the writer thread's last job
 
 
 class _ReadPool:
@@ -141,12 +161,14 @@ class SqliteStore(WriteQueueFront):
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)!r}, not {synchronous!r}")
         self._path = pathlib.Path(data_dir) / DB_FILE
         self._synchronous = synchronous.upper()
-        self._send, self._receive = trio.open_memory_channel[Write](WRITE_QUEUE_BATCHES)
-        self._write_limiter = trio.CapacityLimiter(1)
+        self._jobs: queue.SimpleQueue[Write | _Call] = queue.SimpleQueue()  # to the writer thread
+        self._in_flight: deque[Write] = deque()  # handed over, not done yet, oldest first
+        self._room: trio.Event | None = None  # set when _in_flight falls below WRITE_QUEUE_BATCHES
+        self._token: trio.lowlevel.TrioToken | None = None
         self._read_limiter = trio.CapacityLimiter(READ_CONNECTIONS)
         self._readers = _ReadPool(self._path)
-        self._writer: sqlite3.Connection | None = None  # touched only under _write_limiter
-        self._next_seq = 1  # touched only under _write_limiter
+        self._writer: sqlite3.Connection | None = None  # touched only by the writer thread
+        self._next_seq = 1  # touched only by the writer thread
         self._max_seq = 0  # highest committed seq, read by the trio thread
         self._state = _NEW
         self._projects: dict[str, Project] = {}  # public and secret key -> Project (immutable)
@@ -168,13 +190,15 @@ class SqliteStore(WriteQueueFront):
         if self._state != _NEW:
             raise RuntimeError(f"store already {self._state}: run() may be called once")
         self._state = _CLOSING  # until opened: writes are refused, shutdown still cleans up
+        self._token = trio.lowlevel.current_trio_token()
+        threading.Thread(target=self._writer_thread, name="pulse-sqlite-writer", daemon=True).start()
         try:
-            await trio.to_thread.run_sync(self._open, limiter=self._write_limiter)
+            await self._on_writer(self._open)
             self._state = _RUNNING
             status.started()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._histories.run)
-                await self._write_loop()
+                await self._watch_deadlines()
         finally:
             await self._shutdown()
 
@@ -201,13 +225,12 @@ class SqliteStore(WriteQueueFront):
         self._state = _CLOSING
         with trio.move_on_after(SHUTDOWN_FLUSH_S) as scope:
             scope.shield = True
-            while group := self._drain():
-                await self._commit(group)
-        self._fail_queued("store closed before the write was committed")
-        self._receive.close()  # wakes appends blocked on a full queue: they get StoreUnavailable
+            await self._on_writer(_nothing)  # queued after every write handed over: all committed
+        self._fail_in_flight("store closed before the write was committed")
         with trio.move_on_after(SHUTDOWN_CLOSE_S) as scope:
             scope.shield = True
-            await trio.to_thread.run_sync(self._close, limiter=self._write_limiter, abandon_on_cancel=True)
+            await self._on_writer(self._close)
+        self._jobs.put(_STOP)
         self._state = _CLOSED
 
     def _close(self) -> None:
@@ -225,7 +248,7 @@ class SqliteStore(WriteQueueFront):
     # projects -----------------------------------------------------------------------------------
     async def create_project(self, name: str) -> Project:
         self._require_running()
-        project = await trio.to_thread.run_sync(self._insert_project, name, limiter=self._write_limiter)
+        project: Project = await self._on_writer(self._insert_project, name)
         self._remember(project)
         return project
 
@@ -251,40 +274,135 @@ class SqliteStore(WriteQueueFront):
         return project
 
     # the log: writes ----------------------------------------------------------------------------
-    async def _write_loop(self) -> None:
-        while True:
-            first = await self._receive.receive()
-            group = self._drain(first)
-            # Taken off the queue means owned: a cancellation (shutdown) while this group waits
-            # for the write limiter must not drop it. It lands first; the next receive() stops us.
-            with trio.CancelScope(shield=True):
-                await self._commit(group)
+    async def _submit(self, write: Write) -> None:
+        """Put ``write`` on the writer thread's queue and wait for its group to commit."""
+        self._require_running()
+        if len(self._in_flight) >= WRITE_QUEUE_BATCHES:
+            await self._wait_for_room()
+        write.deadline = trio.current_time() + APPEND_TIMEOUT_S  # _watch_deadlines enforces it
+        self._in_flight.append(write)
+        self._jobs.put(write)
+        await write.done.wait()
+        if write.error is not None:
+            raise StoreUnavailable(write.error)
 
-    def _drain(self, first: Write | None = None) -> list[Write]:
-        """``first`` plus every write already waiting; never waits for more."""
-        group = [] if first is None else [first]
-        while True:
-            try:
-                group.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
-                return group
+    def queue_depth(self) -> int:
+        """Writes (and writer jobs) handed over and not yet taken by the writer thread."""
+        return self._jobs.qsize()
 
-    async def _commit(self, group: list[Write]) -> None:
+    async def _wait_for_room(self) -> None:
+        with trio.move_on_after(APPEND_TIMEOUT_S):
+            while len(self._in_flight) >= WRITE_QUEUE_BATCHES:
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+                self._require_running()
+            return
+        raise StoreUnavailable(f"write queue still full after {APPEND_TIMEOUT_S!r} s")
+
+    async def _watch_deadlines(self) -> None:
+        """Fail the writes not committed within APPEND_TIMEOUT_S: the oldest first, each at its
+        deadline. Handed over in order with one timeout, they are due in the order they wait."""
+        in_flight = self._in_flight
+        while True:
+            now = trio.current_time()
+            while in_flight and (in_flight[0].done.is_set() or in_flight[0].deadline <= now):
+                write = in_flight.popleft()
+                if not write.done.is_set():
+                    # Still queued: the writer thread skips it. Already in a group: it may commit
+                    # later; clients retry with their client ids, which dedup.
+                    write.abandoned = True
+                    write.error = f"write not committed within {APPEND_TIMEOUT_S!r} s"
+                    write.done.set()
+            self._release()
+            await trio.sleep_until(in_flight[0].deadline if in_flight else now + APPEND_TIMEOUT_S)
+
+    def _release(self) -> None:
+        """Forget the finished writes at the head of _in_flight; wake a writer waiting for room."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].done.is_set():
+            in_flight.popleft()
+        if self._room is not None and len(in_flight) < WRITE_QUEUE_BATCHES:
+            self._room.set()
+            self._room = None
+
+    async def _on_writer(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on the writer thread, after everything handed over before it."""
+        call = _Call(fn, args)
+        self._jobs.put(call)
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return cast(_T, call.result)
+
+    def _fail_in_flight(self, reason: str) -> None:
+        for write in self._in_flight:
+            if not write.done.is_set():
+                write.abandoned = True
+                write.error = reason
+                write.done.set()
+        self._release()
+
+    # the writer thread --------------------------------------------------------------------------
+    def _writer_thread(self) -> None:
+        """Take everything queued; commit the writes as one group; run the calls in queue order."""
+        jobs = self._jobs
+        while True:
+            batch = [jobs.get()]
+            while True:
+                try:
+                    batch.append(jobs.get_nowait())
+                except queue.Empty:
+                    break
+            group: list[Write] = []
+            for job in batch:
+                if type(job) is Write:
+                    if not job.abandoned:  # failed at its deadline while it was queued
+                        group.append(job)
+                    continue
+                if group:
+                    self._commit(group)
+                    group = []
+                if job is _STOP:
+                    return
+                assert isinstance(job, _Call)
+                try:
+                    job.result = job.fn(*job.args)
+                except BaseException as exc:  # handed back to the caller
+                    job.error = exc
+                self._to_trio(job.done.set)
+            if group:
+                self._commit(group)
+
+    def _commit(self, group: list[Write]) -> None:
         try:
-            outcomes = await trio.to_thread.run_sync(self._write_group, group, limiter=self._write_limiter)
+            outcomes = self._write_group(group)
         except Exception as exc:  # the writer survives; this group's callers get StoreUnavailable
             log.exception("group commit of %d writes failed", len(group))
-            _fail(group, f"write failed: {exc!r}")
-            return
-        except BaseException:  # cancelled before the commit began (shutdown deadline)
-            _fail(group, "store closed before the write was committed")
-            raise
-        for write, outcome in zip(group, outcomes, strict=True):
-            write.outcomes = outcome
-            write.done.set()
+            self._to_trio(self._committed, group, None, f"write failed: {exc!r}")
+        else:
+            self._to_trio(self._committed, group, outcomes, None)
 
-    def _fail_queued(self, reason: str) -> None:
-        _fail(self._drain(), reason)
+    def _to_trio(self, fn: Callable[..., object], *args: Any) -> None:
+        assert self._token is not None
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # trio is gone (a test that ended abruptly): nobody waits
+            pass
+
+    def _committed(self, group: list[Write], outcomes: list[list[AppendOutcome]] | None, error: str | None) -> None:
+        """In the trio thread: hand every write of a group its outcomes (or the group's error)."""
+        if outcomes is None:
+            for write in group:
+                if not write.done.is_set():
+                    write.error = error
+                    write.done.set()
+        else:
+            for write, outcome in zip(group, outcomes, strict=True):
+                if not write.done.is_set():  # not failed at its deadline meanwhile
+                    write.outcomes = outcome
+                    write.done.set()
+        self._release()
 
     def _write_group(self, group: list[Write]) -> list[list[AppendOutcome]]:
         """One transaction for the whole group (runs on the writer thread)."""
@@ -456,10 +574,8 @@ class SqliteStore(WriteQueueFront):
             raise StoreUnavailable(f"read failed: {exc!r}") from None
 
 
-def _fail(group: list[Write], reason: str) -> None:
-    for write in group:
-        write.error = reason
-        write.done.set()
+def _nothing() -> None:
+    """A writer-thread job that only marks a place in its queue."""
 
 
 # Writer-thread helpers ----------------------------------------------------------------------------

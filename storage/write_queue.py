@@ -1,12 +1,15 @@
 """The front of a group-commit store, shared by the backends: the queue of writes its writer
 drains, what a caller waits for, and the cache of projects (which never change once created).
 
-A backend gives ``APPEND_TIMEOUT_S``, ``_send`` (the writer's bounded queue), ``_require_running``
-and its writer; everything a caller of ``append``/``save_snapshot`` sees is the same for both.
+A backend gives ``APPEND_TIMEOUT_S``, ``_require_running`` and its writer, and either ``_send`` (the
+bounded memory channel a writer task drains: PostgreSQL) or its own ``_submit`` (SQLite hands writes
+straight to its writer thread); everything a caller of ``append``/``save_snapshot`` sees is the same
+for both.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -21,7 +24,7 @@ SnapshotRow = tuple[str, str, str, bytes, int]  # project, kind, key, state, upt
 class Write:
     """One append (or snapshot) handed to the writer, and what became of it."""
 
-    __slots__ = ("events", "snapshot", "outcomes", "error", "done", "abandoned")
+    __slots__ = ("events", "snapshot", "outcomes", "error", "done", "abandoned", "deadline")
 
     def __init__(self, events: Sequence[Event], snapshot: SnapshotRow | None = None) -> None:
         self.events = events
@@ -30,6 +33,7 @@ class Write:
         self.error: str | None = None  # set instead of outcomes when the group failed
         self.done = trio.Event()
         self.abandoned = False  # the caller gave up while it was still queued
+        self.deadline = math.inf  # trio time past which the caller gets StoreUnavailable (SQLite)
 
 
 class WriteQueueFront:
@@ -74,6 +78,8 @@ class WriteQueueFront:
         await self._submit(Write(()))
 
     async def _submit(self, write: Write) -> None:
+        """Hand ``write`` to the writer task through ``_send`` and wait for it, within
+        APPEND_TIMEOUT_S (a deadline of its own: one cancel scope per write)."""
         self._require_running()
         timeout = self.APPEND_TIMEOUT_S
         with trio.move_on_after(timeout):

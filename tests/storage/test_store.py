@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable
 
@@ -200,7 +201,7 @@ async def test_writes_handed_over_before_shutdown_are_committed(
     open_store: StoreOpener, backend: str
 ) -> None:
     if backend != "sqlite":
-        pytest.skip("holds the embedded writer's limiter to keep writes queued")
+        pytest.skip("blocks the embedded writer thread to keep writes queued")
     results: list[object] = []
 
     async def appender(store: Store, project: str) -> None:
@@ -209,26 +210,24 @@ async def test_writes_handed_over_before_shutdown_are_committed(
         except StoreUnavailable as exc:
             results.append(exc)
 
-    async def release_when_all_blocked(limiter: trio.CapacityLimiter, token: object) -> None:
+    async def release_when_all_blocked(gate: threading.Event) -> None:
         await trio.testing.wait_all_tasks_blocked()  # the store is cancelled by now
-        limiter.release_on_behalf_of(token)
+        gate.set()
 
-    token = object()
+    gate = threading.Event()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             async with open_store() as store:
                 project = await project_id(store)
-                writer_busy = store._write_limiter  # type: ignore[attr-defined]
-                await writer_busy.acquire_on_behalf_of(token)
-                for _ in range(10):  # taken by the writer, which then waits for the limiter
+                # the writer thread runs this job and waits: everything handed over after it queues
+                nursery.start_soon(store._on_writer, gate.wait)  # type: ignore[attr-defined]
+                await trio.testing.wait_all_tasks_blocked()
+                for _ in range(30):
                     nursery.start_soon(appender, store, project)
                 await trio.testing.wait_all_tasks_blocked()
-                for _ in range(20):  # left in the queue
-                    nursery.start_soon(appender, store, project)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(release_when_all_blocked, writer_busy, token)
-            # Leaving open_store cancelled run() while the writer held 10 writes and 20 more were
-            # queued: all of them must be committed.
+                nursery.start_soon(release_when_all_blocked, gate)
+            # Leaving open_store cancelled run() while 30 writes were queued behind a busy writer:
+            # all of them must be committed.
     assert len(results) == 30
     assert all(isinstance(r, list) for r in results), results
     async with open_store() as store:
