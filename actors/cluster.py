@@ -30,16 +30,8 @@ from typing import Any, Final, Protocol
 import msgspec
 import trio
 
-from actors.runtime import (
-    ActorCrashed,
-    ActorError,
-    ActorKey,
-    ActorSystem,
-    ApplyEvents,
-    AskTimeout,
-    GetView,
-    SystemClosed,
-)
+from actors.projection import ApplyEvents, GetView
+from actors.runtime import ActorCrashed, ActorError, ActorKey, ActorSystem, AskTimeout, SystemClosed
 from protocol.record import Event
 
 log = logging.getLogger("pulse.cluster")

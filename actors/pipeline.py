@@ -18,7 +18,8 @@ from actors.cluster import ActorRouter
 from actors.fanout import Fanout, Message
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, Attrs
 from actors.metrics import Metrics
-from actors.runtime import ActorError, ActorSystem, ApplyEvents
+from actors.projection import ApplyEvents
+from actors.runtime import ActorError, ActorSystem
 from protocol.record import SOURCE_BEHAVIORAL, AppendOutcome, Event
 from protocol.views import behavioral_message, event_message, metrics_message
 from storage.base import Store

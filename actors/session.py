@@ -22,7 +22,8 @@ from actors.insights.journey import SESSION_GAP_MS, JourneyEvent
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
 from actors.payload import PAGE_VIEW_NAMES, extract
-from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
+from actors.projection import ApplyEvents, GetView, ProjectionActor
+from actors.runtime import ActorKey, ActorStore
 from protocol.record import Event
 
 __all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummary", "SessionView", "PAGES_KEPT", "KIND"]

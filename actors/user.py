@@ -17,7 +17,8 @@ from typing import Final
 import msgspec
 
 from actors.payload import PAGE_VIEW_NAMES, UNKNOWN_DEVICE, extract
-from actors.runtime import ActorKey, ActorStore, ApplyEvents, GetView, ProjectionActor
+from actors.projection import ApplyEvents, GetView, ProjectionActor
+from actors.runtime import ActorKey, ActorStore
 from protocol.record import Event
 
 __all__ = ["ApplyEvents", "GetView", "UserActor", "UserDevice", "UserSession", "UserView", "KIND"]

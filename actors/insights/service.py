@@ -290,7 +290,7 @@ class InsightService:
             models.journeys.clear()
             assert self.store is not None
             top = await self.store.max_seq()
-            await self._rebuild_project(project, max(0, top - REBUILD_EVENTS))
+            await self._rebuild_project(project, max(0, top - REBUILD_EVENTS), top)
             self._wake.set()
 
     async def _config_loop(self) -> None:
@@ -310,25 +310,28 @@ class InsightService:
             top = await self.store.max_seq()
             for project in await self.store.list_projects():
                 await self._load_config(project.id)
-                await self._rebuild_project(project.id, max(0, top - REBUILD_EVENTS))
+                await self._rebuild_project(project.id, max(0, top - REBUILD_EVENTS), top)
         except Exception:
             log.exception("rebuilding the journeys from the store failed; learning from live events only")
         finally:
             self.rebuilding = False
             self._wake.set()
 
-    async def _rebuild_project(self, project: str, after: int) -> None:
+    async def _rebuild_project(self, project: str, after: int, until: int) -> None:
+        """Journeys from the stored events with seq in (after, until]. Events stored later reach
+        the models live (through their session actors): reading on past ``until`` under load
+        would chase the live log and count those events twice."""
         assert self.store is not None
         models = self.project(project)
         states: dict[str, JourneyState] = {}
         conversions = models.conversions
-        while True:
+        while after < until:
             page = await self.store.events_after(project, after, limit=REBUILD_PAGE)
             if not page:
                 break
             after = page[-1].seq
             for event in page:
-                if not event.session_id:
+                if not event.session_id or event.seq > until:
                     continue
                 state = states.get(event.session_id) or JourneyState()
                 info = extract(event)

@@ -16,7 +16,8 @@ from actors.fanout import Fanout
 from actors.hub import Hub
 from actors.metrics import Metrics
 from actors.pipeline import BACKPRESSURE_S, IngestPipeline, Overloaded, _groups
-from actors.runtime import ActorSystem, ApplyEvents
+from actors.projection import ApplyEvents
+from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary
 from actors.user import UserActor, UserSummary
 from protocol.record import AppendOutcome, Event

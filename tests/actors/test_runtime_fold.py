@@ -14,16 +14,8 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from actors.runtime import (
-    HOT_WINDOW_S,
-    ActorCrashed,
-    ActorKey,
-    ActorStore,
-    ActorSystem,
-    ApplyEvents,
-    GetView,
-    SystemClosed,
-)
+from actors.projection import ApplyEvents, GetView
+from actors.runtime import HOT_WINDOW_S, ActorCrashed, ActorKey, ActorStore, ActorSystem, SystemClosed
 from actors.session import SessionActor, SessionSummary, SessionView
 from storage.base import Snapshot
 from tests.actors.memory_store import MemoryStore, make_event

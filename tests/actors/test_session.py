@@ -11,7 +11,8 @@ import trio.testing
 from trio.testing import MockClock
 
 from actors.payload import extract, normalize_scroll
-from actors.runtime import ActorCrashed, ActorKey, ActorSystem, ApplyEvents, GetView
+from actors.projection import ApplyEvents, GetView
+from actors.runtime import ActorCrashed, ActorKey, ActorSystem
 from actors.session import PAGES_KEPT, SessionActor, SessionSummary, SessionView, session_factory
 from protocol.record import Event
 from storage.base import Snapshot
@@ -22,7 +23,7 @@ KEY: ActorKey = ("session", "p1", "s1")
 
 def covered(snapshot: Snapshot) -> set[int]:
     """The seqs a snapshot says it holds: everything up to upto_seq, and the listed ones above."""
-    from actors.runtime import _SNAPSHOT_DECODER
+    from actors.projection import _SNAPSHOT_DECODER
 
     return {seq for seq in _SNAPSHOT_DECODER.decode(snapshot.state).seen if seq > snapshot.upto_seq}
 

@@ -8,7 +8,8 @@ import msgspec
 import trio
 from trio.testing import MockClock
 
-from actors.runtime import ActorKey, ActorSystem, ApplyEvents, GetView
+from actors.projection import ApplyEvents, GetView
+from actors.runtime import ActorKey, ActorSystem
 from actors.session import session_factory
 from actors.user import DEVICES_KEPT, SESSIONS_KEPT, UserActor, UserSummary, UserView, user_factory
 from protocol.record import Event

@@ -11,7 +11,7 @@ from actors.insights.journey import DEFAULT_CONVERSIONS, SESSION_GAP_MS, Journey
 from actors.insights.model import Journey
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
-from actors.runtime import ApplyEvents, GetView
+from actors.projection import ApplyEvents, GetView
 from actors.session import SessionActor, SessionView
 from protocol.record import Event
 from tests.actors.memory_store import MemoryStore, make_event
