@@ -68,6 +68,11 @@ JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024  # truncate the WAL back to this af
 # Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: hot index pages rewritten by many
 # commits are copied back to the database once, not ten times (+10-25% appends measured).
 WAL_AUTOCHECKPOINT_PAGES: Final = 10_000
+# ... and a thread of its own copies the WAL back into the database in between (PASSIVE: it never
+# blocks the writer), so the writer's own checkpoint at 10,000 pages finds nearly everything copied
+# already. Without it that checkpoint copied ~40 MiB and fsynced in the commit path, stalling every
+# request waiting on a commit: single events at 2,150/s had p99 24-35 ms, with it 7-12 ms.
+CHECKPOINT_INTERVAL_S: Final = 0.2
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 log = logging.getLogger(__name__)
@@ -177,6 +182,8 @@ class SqliteStore(WriteQueueFront):
         self._project_nums: dict[str, int] = {}
         self._default: Project | None = None
         self._histories = HistoryReads(self._read_histories)
+        self._checkpoints_stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
 
     @property
     def path(self) -> pathlib.Path:
@@ -217,6 +224,9 @@ class SqliteStore(WriteQueueFront):
             conn.close()
             raise
         self._writer = conn
+        self._checkpointer = threading.Thread(target=self._checkpoint_thread, name="pulse-sqlite-checkpoints",
+                                              daemon=True)
+        self._checkpointer.start()
         self._max_seq = self._next_seq - 1
         self._remember(self._default)
 
@@ -233,7 +243,23 @@ class SqliteStore(WriteQueueFront):
         self._jobs.put(_STOP)
         self._state = _CLOSED
 
+    def _checkpoint_thread(self) -> None:
+        """Copy committed WAL frames back into the database, off the writer's path, until closed."""
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            while not self._checkpoints_stop.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # the next round tries again; the writer's own still runs
+                    log.debug("background checkpoint of %s failed: %r", self._path, exc)
+        finally:
+            conn.close()
+
     def _close(self) -> None:
+        self._checkpoints_stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(SHUTDOWN_CLOSE_S)
         self._readers.close()
         if self._writer is None:
             return
