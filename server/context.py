@@ -41,6 +41,8 @@ class Pulse:
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set
     suggestions: SuggestionCache | None = None  # per-project suggestion cache (server/suggestions.py)
+    # SSE resumes that may scan the stored log at once, per project (server/sse.py)
+    replay_slots: dict[str, trio.CapacityLimiter] = field(default_factory=dict)
 
     def begin_shutdown(self) -> None:
         self.draining = True

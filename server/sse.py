@@ -43,6 +43,12 @@ SEND_TIMEOUT_S: Final = 5.0  # one write of dequeued messages; a client slower t
 RESUME_PAGE: Final = 1000  # stored events read per resume page on one node (cluster: actors/fanout.py)
 RESUME_WAIT_S: Final = 2.0  # a resume waits this long for an unreachable store or Redis, then reports a gap
 RESUME_RETRY_S: Final = 0.1
+# A resume from an old id reads the project's log page by page, and a public-key client can ask for
+# that over and over: at most this many resumes of one project read at once; the others wait their
+# turn for up to REPLAY_SLOT_WAIT_S, then the stream ends without a gap, and the browser's
+# EventSource reconnects with the same Last-Event-ID (nothing is skipped, the wait is just longer).
+REPLAYS_PER_PROJECT: Final = 2
+REPLAY_SLOT_WAIT_S: Final = 30.0
 _json = msgspec.json.Encoder()
 
 # reasons of a gap message (docs/streams.md)
@@ -157,10 +163,18 @@ async def _pump(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, res
     replayed_upto = 0
     replayed_pos = (0, 0, 0)
     try:
-        if isinstance(resume_from, int):
-            replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
-        elif isinstance(resume_from, str):
-            replayed_pos = await _replay_stream(pulse, sub, send, resume_from)
+        if resume_from is not None:
+            slots = await take_replay_slot(pulse.replay_slots, sub.project)
+            if slots is None:
+                pulse.metrics.drops["sse_replay_busy"] += 1
+                return  # the client reconnects with the same id
+            try:
+                if isinstance(resume_from, int):
+                    replayed_upto = await _replay(pulse, sub, send, behavioral, resume_from)
+                else:
+                    replayed_pos = await _replay_stream(pulse, sub, send, resume_from)
+            finally:
+                slots.release()
     except _EndStream:
         return
     settings = pulse.settings
@@ -242,6 +256,17 @@ class _ReplayOut:
                     self.sub.project, after, until, reason, detail)
         body = _json.encode({"type": "gap", "from": after, "to": until, "reason": reason, "message": detail})
         await self.write(b"event: gap\ndata: %s\n\n" % body)
+
+
+async def take_replay_slot(slots: dict[str, trio.CapacityLimiter], project: str) -> trio.CapacityLimiter | None:
+    """One of ``project``'s REPLAYS_PER_PROJECT resume slots (release it when done), or None when
+    none came free within REPLAY_SLOT_WAIT_S."""
+    limiter = slots.get(project)
+    if limiter is None:
+        limiter = slots[project] = trio.CapacityLimiter(REPLAYS_PER_PROJECT)
+    with trio.move_on_after(REPLAY_SLOT_WAIT_S) as waited:
+        await limiter.acquire()
+    return None if waited.cancelled_caught else limiter
 
 
 async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, after: int) -> int:
