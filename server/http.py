@@ -63,14 +63,6 @@ class Request:
             self._query = dict(parse_qsl(raw, keep_blank_values=True))
         return self._query
 
-    def body_format(self) -> bool:
-        """True for MessagePack, False for JSON; 415 for anything else."""
-        return is_msgpack(self.headers)
-
-    async def body(self) -> bytes:
-        """The request body, inflated when gzip/deflate encoded, capped before and after inflating."""
-        return decode_body(self.headers, await self.read())
-
     async def read(self) -> bytes:
         """The request body as sent (not inflated), capped, under one deadline."""
         declared = self.headers.get("content-length")

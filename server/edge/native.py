@@ -13,11 +13,9 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import httptools
-
-from server.http import MAX_BODY_BYTES
 
 MAX_HEAD_BYTES: Final = 16 * 1024  # request line + headers; h11's default limit too (431 beyond it)
 _REASONS: Final = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
@@ -112,20 +110,8 @@ def split_target(url: bytes) -> tuple[str, bytes]:
     path, _, query = url.partition(b"?")
     text = path.decode("latin-1")
     if "%" in text:
-        from urllib.parse import unquote
-
         text = unquote(text)
     return text, query
-
-
-def body_length(headers: dict[str, str]) -> int | None:
-    """The Content-Length llhttp accepted (digits only, no duplicates), or None when absent."""
-    value = headers.get("content-length")
-    return int(value) if value is not None else None
-
-
-def too_large(length: int) -> bool:
-    return length > MAX_BODY_BYTES
 
 
 class DateHeader:

@@ -25,7 +25,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import msgspec
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
@@ -72,7 +71,6 @@ class Edge:
         self.stopping = self.context.terminated
         self.keep_alive_s = float(config.keep_alive_timeout)
         self.date = DateHeader()
-        self.encode = msgspec.json.Encoder().encode
         self.address: Any = None
         self._cors: dict[str | None, list[tuple[bytes, bytes]]] = {}
         self.deadlines = DeadlineWheel(nursery, self.stopping, DEADLINE_TICK_S,
