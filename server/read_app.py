@@ -17,7 +17,7 @@ from quart_trio import QuartTrio
 
 from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
-from server import insight_routes, queries
+from server import assets, insight_routes, queries
 from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
@@ -194,11 +194,32 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     async def docs() -> Response:
         return Response(DOCS_HTML, mimetype="text/html")
 
+    @app.get("/api/monitor.js")
+    async def monitor_script() -> Response:
+        """Seed 004's embeddable monitor (server/static/monitor.js)."""
+        return assets.serve("monitor.js", assets.SCRIPT_CACHE)
+
+    @app.get("/test-cors.html")
+    async def cors_test_page() -> Response:
+        return assets.serve("test-cors.html")
+
+    @app.get("/dashboard")
+    async def dashboard() -> Response:
+        return assets.serve("dashboard/index.html")
+
+    @app.get("/dashboard/<path:name>")
+    async def dashboard_file(name: str) -> Response:
+        return assets.serve("dashboard/" + name)
+
     @app.get("/")
     async def index() -> Response:
+        if "text/html" in request.headers.get("accept", ""):  # a person in a browser: the dashboard
+            return Response(b"", 302, headers={"Location": "/dashboard"})
         return json_response(
             {
                 "name": "pulse",
+                "dashboard": "/dashboard",
+                "monitor": "/api/monitor.js",
                 "docs": "/docs",
                 "openapi": "/openapi.json",
                 "health": "/api/v1/behavioral/health",

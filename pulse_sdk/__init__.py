@@ -1,0 +1,1 @@
+"""Pulse's Python SDK: a batching event client and ASGI middleware (see README)."""
