@@ -18,7 +18,7 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy protocol storage actors server loadtest
+	$(VENV)/bin/mypy protocol storage actors server loadtest pulse_sdk examples
 
 # -rfEs: skipped tests are listed with their reason (PostgreSQL/Redis missing locally); CI sets
 # PULSE_REQUIRE_SERVICES=1 (.ci/run), which makes a missing service a failure instead.

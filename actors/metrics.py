@@ -1,7 +1,8 @@
 """Process-wide counters and latency histograms behind /api/v1/behavioral/monitoring/performance.
 
 Everything reported there is computed from these: nothing is estimated or invented. The histogram is
-log-bucketed (about 4% resolution) so recording costs one bisect and percentiles stay cheap.
+log-bucketed (about 4% resolution) so recording costs a bisect and percentiles stay cheap; a second,
+coarse set of buckets is kept for the Prometheus histograms of GET /metrics (server/prometheus.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def _bucket_bounds() -> list[float]:
 
 
 BOUNDS: Final = _bucket_bounds()
+# Coarse buckets (ms) kept beside the fine ones for GET /metrics (server/prometheus.py): Prometheus
+# needs cumulative counts at stable, round bounds, which the fine log buckets (0.01 x 1.04^k) do not
+# fall on. Recording costs one more bisect over these 17 bounds.
+EXPORT_BOUNDS_MS: Final = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
+                           1_000.0, 2_500.0, 5_000.0, 10_000.0, 30_000.0)  # fmt: skip
 
 
 class Histogram:
@@ -32,12 +38,14 @@ class Histogram:
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BOUNDS) + 1)
+        self.export_counts = [0] * (len(EXPORT_BOUNDS_MS) + 1)  # the last one: above 30 s
         self.total = 0
         self.sum = 0.0
         self.max = 0.0
 
     def record(self, ms: float) -> None:
         self.counts[bisect.bisect_left(BOUNDS, ms)] += 1
+        self.export_counts[bisect.bisect_left(EXPORT_BOUNDS_MS, ms)] += 1
         self.total += 1
         self.sum += ms
         if ms > self.max:
@@ -103,6 +111,7 @@ class Metrics:
         self.requests = 0
         self.responses_4xx = 0
         self.responses_5xx = 0
+        self.statuses: dict[int, int] = {}  # HTTP status -> answers (GET /metrics); a dict: cheaper than a Counter
         self.processing_failures = 0
         self.drops: Counter[str] = Counter()  # reason -> count (slow_subscriber, ...)
         self.open_websockets = 0
@@ -141,6 +150,7 @@ class Metrics:
         self.requests += 1
         self.response_rate.add(1)
         self.responses.record(elapsed_ms)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
         if status >= 500:
             self.responses_5xx += 1
         elif status >= 400:

@@ -69,4 +69,8 @@ class BehavioralBatchResponse(Struct, kw_only=True):
     results: list[BatchEventResult]
     processingTime: float
     triggers: list[TriggerResult]
-    batchId: str | None = None
+    batchId: str | msgspec.UnsetType | None = msgspec.UNSET  # the client's; omitted (never null) without one
+
+    def __post_init__(self) -> None:
+        if self.batchId is None:
+            self.batchId = msgspec.UNSET

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 MAX_NAME: Final = 200  # event names, ids, service names
 MAX_TEXT: Final = 4096  # user agents, referrers
@@ -105,7 +105,8 @@ class BatchTrackEventResponse(Struct, kw_only=True):
     success: bool  # true when every event was accepted
     processedCount: int  # events accepted (stored now or already stored)
     suggestions: list[AISuggestion]
-    batchId: str | None
+    # The client's batchId, omitted when it sent none (the seed's type is ``string``: never null)
+    batchId: str | UnsetType | None = UNSET
     timestamp: str
     storedCount: int = 0
     duplicateCount: int = 0
@@ -115,12 +116,16 @@ class BatchTrackEventResponse(Struct, kw_only=True):
     processingTime: float = 0.0
     processed: bool = True  # false: stored, but the live actors could not take them all in time
 
+    def __post_init__(self) -> None:
+        if self.batchId is None:
+            self.batchId = UNSET
+
 
 class StoredEvent(Struct, kw_only=True):
     id: str
     name: str
     userId: str | None
-    serviceName: str | None
+    serviceName: str | UnsetType = UNSET  # omitted when the event named no service (seed: ``serviceName?: string``)
     payload: msgspec.Raw
     timestamp: int  # unix ms
     sessionId: str | None = None
@@ -129,9 +134,9 @@ class StoredEvent(Struct, kw_only=True):
 
 
 class TimeRange(Struct, kw_only=True):
-    # null when the query had no bound and no event matched
-    from_: str | None = msgspec.field(default=None, name="from")
-    to: str | None = None
+    # omitted (never null) when the query had no bound and no event matched
+    from_: str | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: str | UnsetType = UNSET
 
 
 class EventsQueryResponse(Struct, kw_only=True):
@@ -150,7 +155,7 @@ class EventCountOut(Struct, kw_only=True):
 
 
 class ServiceStats(Struct, kw_only=True, omit_defaults=True):
-    serviceName: str | None
+    serviceName: str  # "unknown" for the events sent without one
     eventCount: int
     uniqueEvents: int
     lastSeen: str
@@ -166,9 +171,35 @@ class ServicesSummary(Struct, kw_only=True, omit_defaults=True):
     overallErrorRate: float | None = None
 
 
+class HistoryBucket(Struct, kw_only=True, omit_defaults=True):
+    start: str  # ISO 8601 start of the bucket
+    eventCount: int
+    avgResponseTime: float | None = None  # only when some events of the bucket carried responseTimeMs
+    errorRate: float | None = None  # only when some events of the bucket carried a statusCode
+
+
+class ServiceHistory(Struct, kw_only=True):
+    from_: str = msgspec.field(name="from")  # start of the first bucket
+    to: str  # end of the last bucket (inclusive, ms)
+    intervalMs: int  # bucket width: one hour, or whole hours when the range is long
+    buckets: list[HistoryBucket]
+
+
 class ServicesResponse(Struct, kw_only=True):
     services: list[ServiceStats]
     summary: ServicesSummary
+    # With ?serviceName=X, that service's figures at the top level too (seed 004's
+    # analyzeServicePerformance reads them there); absent otherwise.
+    serviceName: str | UnsetType = UNSET
+    eventCount: int | UnsetType = UNSET
+    avgResponseTime: float | UnsetType = UNSET  # absent when no event carried responseTimeMs
+    errorRate: float | UnsetType = UNSET  # absent when no event carried a statusCode
+    responseTimes: list[float] | UnsetType = UNSET  # of the latest responseTimesSampleSize events, oldest first
+    responseTimesSampleSize: int | UnsetType = UNSET
+    historicalResponseTimes: list[float] | UnsetType = UNSET  # per bucket that had response times
+    historicalErrorRates: list[float] | UnsetType = UNSET  # per bucket that had status codes
+    historicalVolumes: list[int] | UnsetType = UNSET  # per bucket, every bucket of the range
+    history: ServiceHistory | UnsetType = UNSET  # the buckets behind the three series
 
 
 class DayCountOut(Struct, kw_only=True):

@@ -15,7 +15,7 @@ def stored_event(event: Event) -> StoredEvent:
         id=event.id,
         name=event.name,
         userId=event.user_id,
-        serviceName=event.service_name,
+        serviceName=event.service_name if event.service_name is not None else msgspec.UNSET,
         payload=event.payload,
         timestamp=event.timestamp,
         sessionId=event.session_id,

@@ -24,8 +24,18 @@ from server.ws import websocket_endpoint
 log = logging.getLogger("pulse.http")
 
 STREAM_PATHS: Final = ("/api/events/stream", "/api/v1/behavioral/stream")
-POST_ONLY: Final = ("/api/v1/behavioral/events", "/api/v1/behavioral/batch", "/api/events/track/batch")
 _json = msgspec.json.Encoder()
+
+
+def hot_methods(path: str) -> tuple[str, str] | None:
+    """The methods answered on a path of the hot routes, the one served first (the others: the
+    405's Allow, RFC 9110 15.5.6); None for the Quart app's paths. OPTIONS is every path's
+    CORS preflight. The streams do not answer HEAD: their answer has no end to measure."""
+    if path in STREAM_PATHS:
+        return ("GET", "OPTIONS")
+    if ingest_routes.hot_route(path) is not None:  # the ingest routes, whatever their vendor
+        return ("POST", "OPTIONS")
+    return None
 
 
 class PulseApp:
@@ -111,10 +121,8 @@ class PulseApp:
     async def route(self, method: str, path: str, scope: Scope, receive: Receive, send: Send, started: float) -> bool:
         pulse = self.pulse
         req = Request(scope, receive)
-        if method == "POST":
-            ingest = ingest_routes.hot_route(path)
-            if ingest is None:
-                return False
+        ingest = ingest_routes.hot_route(path) if method == "POST" else None
+        if ingest is not None:
             try:
                 body = await ingest(pulse, req, started)
             except Exception as err:  # noqa: BLE001  each refusal becomes its answer (a bug: 500, logged)
@@ -123,12 +131,15 @@ class PulseApp:
             else:
                 await respond(send, 200, body)
             return True
-        if path in POST_ONLY or path.startswith(ingest_routes.TRACK_PREFIX):
-            refusal = {"success": False, "error": {"code": "method_not_allowed", "reason": f"method {method} not allowed on {path!r}; use POST"}}
-            await respond(send, 405, _json.encode(refusal), headers=[(b"allow", b"POST, OPTIONS")])
+        allowed = hot_methods(path)
+        if allowed is None:
+            return False  # a route of the Quart app (which answers its own 404 and 405)
+        if method != allowed[0]:
+            names = ", ".join(allowed)
+            reason = f"method {method} not allowed on {path!r}; use {names}"
+            refusal = {"success": False, "error": {"code": "method_not_allowed", "reason": reason}}
+            await respond(send, 405, _json.encode(refusal), headers=[(b"allow", names.encode())])
             return True
-        if method != "GET" or path not in STREAM_PATHS:
-            return False
         try:
             await sse.stream(pulse, req, send, behavioral=path == "/api/v1/behavioral/stream")
         except Exception as err:  # noqa: BLE001

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import pathlib
 import socket
@@ -18,6 +17,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import trio  # noqa: E402
 
 from loadtest import cli as loadtest_cli  # noqa: E402
+from server import logs  # noqa: E402
 from server.settings import COMPRESSION_MODES, DEFAULT_PORT, EDGES, Settings  # noqa: E402
 from storage.base import Store  # noqa: E402
 
@@ -43,6 +43,15 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _log_format(value: str) -> str:
+    """Checked here rather than with ``choices``: argparse does not check a default against its
+    choices, and the default may come from $PULSE_LOG_FORMAT."""
+    if value not in logs.LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(logs.LOG_FORMATS)}, got {value!r} "
+                                         "(from --log-format or $PULSE_LOG_FORMAT)")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pulse", description="Pulse: real-time behavioral tracking server")
     commands = root.add_subparsers(dest="command", required=True)
@@ -52,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=int(os.environ.get("PORT", DEFAULT_PORT)), help="default $PORT or 8000")
     serve.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", type=_log_format, default=os.environ.get("PULSE_LOG_FORMAT", "text"),
+                       metavar="{text,json}",
+                       help="text (default) or json: one JSON object per log line on stderr, for log "
+                            "shippers (default $PULSE_LOG_FORMAT)")
     serve.add_argument("--ws-compression", choices=list(COMPRESSION_MODES), default="off",
                        help="permessage-deflate for WebSockets, measured per idle socket (docs/performance.md): "
                             "off (default): never negotiated, ~12 KiB; "
@@ -117,7 +130,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from server.main import run_server
     from server.supervisor import WORKER_ENV, run_supervisor
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 2
@@ -126,6 +139,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         port=args.port,
         data_dir=args.data_dir,
         log_level=args.log_level,
+        log_format=args.log_format,
         ws_compression=args.ws_compression,
         edge=args.edge,
         max_websockets=args.max_websockets,

@@ -17,6 +17,12 @@ tests/e2e/test_health_truth.py; the routes only gather the readings.
   at shutdown.
 - status: the worst component ("draining" counts as degraded); the route answers 503 when
   unhealthy. ``reasons`` says, per component that is not healthy, why.
+
+``metrics.uptime`` (seed 000) is availability in percent over the last 24 h (or since the first
+start recorded, if later), from the process lifetimes in the store (server/uptime.py);
+``metrics.uptimeWindow`` says over which window and how much running time it found. When the store
+cannot be read it is left out (the database component says why). ``uptimeSeconds`` is this
+process's own age.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import trio
 from actors.runtime import MAILBOX_SIZE, ActorStats
 from protocol.normalize import iso_ms
 from server.context import Pulse
+from server.uptime import uptime_figures
 from storage.base import Store, StoreError
 from storage.write_queue import WriteQueueFront
 
@@ -174,12 +181,28 @@ async def health(pulse: Pulse) -> dict[str, Any]:
     actor_stats = pulse.actors.stats()
     checks = await component_checks(pulse, actor_stats)
     verdict = assess(checks)
+    figures: dict[str, Any] = {}
+    if checks["database"].state != UNHEALTHY:
+        with trio.move_on_after(PROBE_TIMEOUT_S):
+            try:
+                up = await uptime_figures(pulse.store)
+            except StoreError:
+                pass  # left out: the database component already says what is wrong
+            else:
+                figures["uptime"] = up.percent
+                figures["uptimeWindow"] = {
+                    "from": iso_ms(up.window_start_ms),
+                    "to": iso_ms(up.window_end_ms),
+                    "runningSeconds": round(up.running_ms / 1000, 3),
+                    "restarts": up.restarts,
+                }
     return {
         "status": verdict.status,
         "timestamp": iso_ms(time.time_ns() // 1_000_000),
         "components": verdict.components,
         "reasons": verdict.reasons,
         "metrics": {
+            **figures,
             "uptimeSeconds": round(time.time() - pulse.started_at, 3),
             "responseTime": metrics.responses.mean(),  # ms, mean of every HTTP answer since start
             "errorRate": metrics.error_rate(),

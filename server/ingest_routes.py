@@ -2,6 +2,7 @@
 
 POST /api/events/track/{eventName}, POST /api/events/track/batch      (seed 004)
 POST /api/v1/behavioral/events, POST /api/v1/behavioral/batch         (seed 000)
+POST /v1/batch, /v1/track, ... (Segment), /batch/, /e/, ... (PostHog)  (server/compat/, docs/compat.md)
 
 Each answers only after the events are committed and processed (see actors/pipeline.py). A
 handler takes a ``HotRequest`` (the ASGI ``server.http.Request``, or the native edge's request in
@@ -32,6 +33,7 @@ from protocol.normalize import (
 from protocol.record import Event
 from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
 from server.auth import AuthError
+from server.compat import compat_route
 from server.context import Pulse
 from server.http import HotRequest, decode_body, encode_json, is_msgpack
 from storage.base import StoreError
@@ -190,7 +192,7 @@ def hot_route(path: str) -> Handler | None:
         if name == "batch":
             return track_batch
         return lambda pulse, req, started: track_one(pulse, req, name, started)
-    return None
+    return compat_route(path)  # Segment's /v1/* and PostHog's capture paths (server/compat/)
 
 
 def error_answer(err: Exception, method: str, path: str, pulse: Pulse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -40,6 +40,7 @@ from server.edge import stock as stock_edge
 from server.edge.websocket import use_pulse_websockets
 from server.settings import Settings
 from server.suggestions import SuggestionCache
+from server.uptime import LifetimeRecorder
 from storage.base import Project, Store
 from storage.sqlite import SqliteStore
 
@@ -168,6 +169,8 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         )  # fmt: skip
     async with trio.open_nursery() as services:
         await services.start(store.run)
+        lifetime = LifetimeRecorder(store, node_id)  # the health's availability (server/uptime.py)
+        await services.start(lifetime.run)
         if bus is not None:
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         insights = InsightService(store)
@@ -232,5 +235,6 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         # hypercorn has returned: no request is in flight any more
         await actors.drain(deadline=DRAIN_TIMEOUT_S)  # a duration in seconds
         hub.close_all()
+        await lifetime.stop()  # a clean stop, recorded while the store is still open
         services.cancel_scope.cancel()  # the bus leaves the cluster; the store flushes and closes
     log.info("pulse stopped")

@@ -1,144 +1,727 @@
-"""The OpenAPI 3.1 document, generated from the msgspec wire types, and a self-contained /docs page.
+"""The OpenAPI 3.1 document of every HTTP route Pulse serves, and a self-contained /docs page.
 
-Schemas come from msgspec.json.schema_components, so the document cannot drift from what the
-decoders accept and the encoders emit. The /docs page renders it with no external assets.
+The document is what a generated client sends, so it describes what the server accepts, no more and
+no less: request bodies and parameters are written here against the decoders' rules
+(protocol/normalize.py, server/params.py, server/insight_routes.py: lengths, bounds, time formats,
+enumerations, the NUL character refused in indexed identifiers); answers come from the msgspec wire
+types (msgspec.json.schema_components), so they cannot drift from what the encoders emit.
+tests/e2e/test_openapi_contract.py runs schemathesis against a live server to keep both true.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
+from actors.session import SessionView
+from actors.user import UserView
 from protocol import anomaly, behavioral, tracking
+from protocol.normalize import MAX_BATCH, MAX_TIME_MS
+from protocol.tracking import MAX_NAME, MAX_TEXT
+from server import insight_routes
+from server.compat import posthog, segment
+from server.compat.intake import PostHogAnswer, SegmentAnswer
+from server.event_listing import MAX_LIMIT as LISTING_MAX
+from server.export import FORMATS
+from server.suggestions import MAX_LIMIT as SUGGESTIONS_MAX
+from storage.base import MAX_PAGE
 
-REF = "#/components/schemas/{name}"
+REF: Final = "#/components/schemas/{name}"
+Schema = dict[str, Any]
+
+# -- values --------------------------------------------------------------------------------------------
+
+NO_NUL: Final = r"^[^\u0000]*$"  # identifiers are indexed: no backend stores NUL the same way
+# ISO 8601 / RFC 3339 date-times that land between 1970-01-02 and 9998-12-31 whatever their offset:
+# earlier or later ones are refused (times are unix ms from 1970 to 9999; 1970-01-01 and 9999 are
+# left out so that no UTC offset can push a documented value out of that range).
+ISO_TIME: Final = (
+    r"^(1970-(0[2-9]|1[0-2])-[0-9]{2}|1970-01-(0[2-9]|[1-3][0-9])"
+    r"|(197[1-9]|19[89][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-[0-9]{2}-[0-9]{2})"
+    r"T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+UNIX_TEXT: Final = r"^[0-9]{1,14}(\.[0-9]*)?$"  # unix ms; below 10^11, unix seconds
+RELATIVE: Final = r"^[0-9]+ ?(ms|s|m|h|d|w)$"  # back from now: 30m, 24h, 7d
+FILTERS: Final = r"^((device_type|persona):[^,\s][^,]*)?(,(device_type|persona):[^,\s][^,]*)*$"
+# a prediction horizon: more than nothing, at most 366 days
+HORIZON: Final = r"^([1-9][0-9]{0,6}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d|([1-9]|[1-4][0-9]|5[0-2])w)$"
 
 
-def _ref(kind: type) -> dict[str, str]:
-    return {"$ref": REF.format(name=kind.__name__)}
+def _text(max_length: int = MAX_NAME, *, min_length: int = 0, no_nul: bool = False) -> Schema:
+    schema: Schema = {"type": "string", "maxLength": max_length}
+    if min_length:
+        schema["minLength"] = min_length
+    if no_nul:
+        schema["pattern"] = NO_NUL
+    return schema
 
 
-def _body(kind: type) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(kind)}}}
+def _nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _ok(kind: type | None, description: str = "OK") -> dict[str, Any]:
-    if kind is None:
-        return {"description": description}
-    return {"description": description, "content": {"application/json": {"schema": _ref(kind)}}}
-
-
-ERRORS = {
-    "400": {"description": "invalid input: the body names the field path and the reason"},
-    "401": {"description": "missing or unknown api key (non-loopback binds)"},
-    "403": {"description": "a public write key used where the secret key is needed"},
-    "413": {"description": "body, decompressed body or batch over its limit"},
-    "415": {"description": "unsupported content type or encoding"},
-    "503": {"description": "overloaded or storage unavailable; retry after Retry-After seconds"},
+TIME_STRING: Final[Schema] = {"type": "string", "format": "date-time", "pattern": ISO_TIME}
+# a time in a body: unix ms (or s below 10^11) as a number or a string, or an ISO 8601 date-time
+BODY_TIME: Final[Schema] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": MAX_TIME_MS},
+        TIME_STRING,
+        {"type": "string", "pattern": UNIX_TEXT},
+    ],
+    "description": "unix ms (a number below 10^11 is unix seconds), or ISO 8601 (RFC 3339) between 1970 and 9999",
 }
+# sentAt (the client's clock when it sent) corrects the timestamp, so it is read only with one;
+# empty means absent
+SENT_AT: Final[Schema] = {"anyOf": [BODY_TIME, {"type": "null"}, {"type": "string", "maxLength": 0}]}
+HAS_TIMESTAMP: Final[Schema] = {"required": ["timestamp"], "properties": {"timestamp": {"type": ["number", "string"]}}}
+# a time in a query: the same, or a duration back from now; empty means absent
+QUERY_TIME: Final[Schema] = {
+    "anyOf": [
+        TIME_STRING,
+        {"type": "string", "pattern": UNIX_TEXT},
+        {"type": "string", "pattern": RELATIVE},
+        {"type": "string", "maxLength": 0},
+    ],
+}
+QUERY_TEXT: Final[Schema] = _text()  # a filter: at most 200 characters; empty means absent
 
 
-def _op(summary: str, ok: dict[str, Any], body: type | None = None, params: list[str] | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **ERRORS}}
-    if body is not None:
-        op["requestBody"] = _body(body)
+# -- request bodies -------------------------------------------------------------------------------------
+
+def _track_payload() -> Schema:
+    """AIEventPayload as POST /api/events/track/{eventName} decodes it; other keys are kept as sent."""
+    ident = _nullable(_text(no_nul=True))
+    return {
+        "type": "object",
+        "properties": {
+            "userAgent": _nullable(_text(MAX_TEXT)),
+            "referrer": _nullable(_text(MAX_TEXT)),
+            "sessionId": ident,
+            "userRole": _nullable(_text()),
+            "correlationId": ident,
+            "statusCode": _nullable({"type": "integer", "minimum": 0, "maximum": 999}),
+            "responseTimeMs": _nullable({"type": "number", "minimum": 0}),
+            "serviceName": ident,
+            "metadata": _nullable({"type": "object"}),
+            "userId": ident,
+            "timestamp": _nullable(BODY_TIME),
+            "sentAt": {"type": ["number", "string", "null"]},
+            "eventId": ident,
+            "messageId": ident,
+            "insertId": ident,
+            "deviceType": ident,
+        },
+        "if": HAS_TIMESTAMP,
+        "then": {"properties": {"sentAt": SENT_AT}},
+    }
+
+
+EVENT_NAME: Final[Schema] = _text(min_length=1, no_nul=True)
+
+
+def _track_batch() -> Schema:
+    return {
+        "type": "object",
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                "items": {
+                    "type": "object",
+                    "required": ["eventName"],
+                    "properties": {
+                        "eventName": EVENT_NAME,
+                        "payload": _nullable({"$ref": REF.format(name="TrackPayload")}),
+                    },
+                },
+            },
+            "batchId": _nullable(_text()),
+            # the sentAt of the events with a timestamp and no sentAt of their own
+            "sentAt": {"type": ["number", "string", "null"]},
+        },
+        "if": {"properties": {"events": {"contains": {"required": ["payload"], "properties": {"payload": HAS_TIMESTAMP}}}}},
+        "then": {"properties": {"sentAt": _nullable(BODY_TIME)}},
+        "description": (
+            "Each event is judged alone: the valid ones are stored (200, with the others under "
+            "rejected); a batch with no valid event is a 400."
+        ),
+    }
+
+
+def _behavioral_event() -> Schema:
+    ident = _nullable(_text(no_nul=True))
+    return {
+        "type": "object",
+        "required": ["eventType"],
+        "properties": {
+            "eventType": EVENT_NAME,
+            "sessionId": ident,
+            "userId": ident,
+            "deviceType": ident,
+            # without a timestamp of its own the event takes eventData.timestamp (seed 000's example)
+            "eventData": _nullable({"type": "object"}),
+            "elementContext": _nullable({"type": "object"}),
+            "interactionContext": _nullable({"type": "object"}),
+            "performanceMetrics": _nullable({"type": "object"}),
+            "timestamp": _nullable(BODY_TIME),
+            "sentAt": {"type": ["number", "string", "null"]},
+            "eventId": ident,
+            "messageId": ident,
+            "insertId": ident,
+            "serviceName": ident,
+            "correlationId": ident,
+            "deviceId": _nullable(_text()),
+        },
+        "allOf": [
+            # without a timestamp of its own the event takes eventData.timestamp (seed 000's example)
+            {"if": {"anyOf": [{"not": {"required": ["timestamp"]}}, {"properties": {"timestamp": {"type": "null"}}}]},
+             "then": {"properties": {"eventData": {"anyOf": [{"type": "null"}, {
+                 "type": "object",
+                 "properties": {"timestamp": {"anyOf": [BODY_TIME, {"type": ["null", "boolean", "object", "array"]}]}},
+             }]}}}},
+            {"if": {"anyOf": [HAS_TIMESTAMP, {"required": ["eventData"], "properties": {"eventData": {
+                "type": "object", **HAS_TIMESTAMP}}}]},
+             "then": {"properties": {"sentAt": SENT_AT}}},
+        ],
+    }
+
+
+def _behavioral_batch() -> Schema:
+    events = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": REF.format(name="BehavioralEventIn")}}
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["events"],
+                "properties": {"events": events, "batchId": _nullable(_text()), "sentAt": _nullable(BODY_TIME)},
+            },
+            events,
+        ],
+        "description": (
+            "{\"events\": [...]} or a bare array. Each event is judged alone: the valid ones are stored "
+            "(200, with the others under rejected); a batch with no valid event is a 400."
+        ),
+    }
+
+
+INGEST_TYPES: Final = ("application/json", "application/msgpack")
+
+
+def _ingest_body(schema: Schema, *, required: bool = True) -> Schema:
+    """JSON, or MessagePack (application/msgpack, application/x-msgpack, application/vnd.msgpack)
+    of the same shape; Content-Encoding gzip or deflate is accepted."""
+    return {"required": required, "content": {kind: {"schema": schema} for kind in INGEST_TYPES}}
+
+
+def _json_body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+# -- answers --------------------------------------------------------------------------------------------
+
+ERROR: Final[Schema] = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {
+        "success": {"const": False},
+        "error": {
+            "type": "object",
+            "required": ["code", "reason"],
+            "properties": {"code": {"type": "string"}, "field": {"type": "string"}, "reason": {"type": "string"}},
+        },
+        "message": {"type": "string"},
+    },
+}
+ERROR_WHY: Final = {
+    400: "invalid input: the body names the field (JSON path or parameter) and the reason",
+    401: "missing or unknown api key (on a bind that is not loopback)",
+    403: "a public write key used where the secret key is needed",
+    404: "no such resource",
+    405: "method not allowed here; the Allow header lists the methods that are",
+    408: "the body did not arrive in time",
+    409: "conflict with an existing resource",
+    413: "body, decompressed body or batch over its limit",
+    415: "unsupported Content-Type or Content-Encoding",
+    503: "overloaded or storage unavailable; retry after Retry-After seconds",
+}
+RETRY_AFTER: Final[Schema] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "description": "seconds"}}
+ALLOW: Final[Schema] = {"Allow": {"schema": {"type": "string"}, "description": "the methods this path answers"}}
+
+
+def _error(status: int) -> Schema:
+    answer: Schema = {"description": ERROR_WHY[status], "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+    if status == 503:
+        answer["headers"] = RETRY_AFTER
+    if status == 405:
+        answer["headers"] = ALLOW
+    return answer
+
+
+def _json(schema: Schema | type, description: str = "OK") -> Schema:
+    if isinstance(schema, type):
+        schema = {"$ref": REF.format(name=schema.__name__)}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _obj(*required: str, **properties: Schema) -> Schema:
+    """A JSON object with these keys (others may follow: answers grow new fields at the end)."""
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+ANY: Final[Schema] = {}
+NUM: Final[Schema] = {"type": "number"}
+INT: Final[Schema] = {"type": "integer"}
+STR: Final[Schema] = {"type": "string"}
+BOOL: Final[Schema] = {"type": "boolean"}
+OBJ: Final[Schema] = {"type": "object"}
+ARR: Final[Schema] = {"type": "array"}
+
+
+# -- parameters -----------------------------------------------------------------------------------------
+
+def _query(name: str, schema: Schema, description: str | None = None, *, required: bool = False) -> Schema:
+    param: Schema = {"name": name, "in": "query", "required": required, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+def _list_query(name: str, values: tuple[str, ...] | list[str], description: str) -> Schema:
+    """A comma-separated list of names (form style, not exploded: ?metrics=a,b)."""
+    items = {"type": "string", "enum": list(values)}
+    return {"name": name, "in": "query", "required": False, "style": "form", "explode": False,
+            "schema": {"type": "array", "items": items, "minItems": 1}, "description": description}
+
+
+def _path(name: str, schema: Schema) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+TIME_FROM: Final = _query("from", QUERY_TIME, "start (inclusive): ISO 8601, unix ms, or back from now (24h, 7d)")
+TIME_TO: Final = _query("to", QUERY_TIME, "end: ISO 8601, unix ms, or back from now (1h)")
+EVENT_FILTERS: Final = [
+    TIME_FROM,
+    TIME_TO,
+    _query("type", QUERY_TEXT, "event names containing this text"),
+    _query("serviceName", QUERY_TEXT),
+    _query("userId", QUERY_TEXT),
+    _query("sessionId", QUERY_TEXT),
+    _query("correlationId", QUERY_TEXT),
+    _query("eventName", QUERY_TEXT, "this exact event name"),
+]
+CURSOR: Final = _query("cursor", {"type": "string"},
+                       "opaque: the nextCursor of the previous page, as it was returned (anything else is a 400)")
+X_USER_ID: Final = {"name": "X-User-Id", "in": "header", "required": False, "schema": {"type": "string"},
+                    "description": "the user, when the payload names none"}
+LAST_EVENT_ID: Final = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                        "description": "resume after this event id (what EventSource sends on reconnect)"}
+
+
+def _op(summary: str, answer: Schema, *, errors: tuple[int, ...], body: Schema | None = None,
+        params: list[Schema] | None = None, status: int = 200, more: dict[str, Schema] | None = None,
+        operation_id: str | None = None) -> Schema:
+    responses: Schema = {str(status): answer, **(more or {})}
+    responses.update({str(code): _error(code) for code in errors})
+    op: Schema = {"summary": summary, "responses": responses}
+    if operation_id:
+        op["operationId"] = operation_id
     if params:
-        op["parameters"] = [{"name": p, "in": "query", "required": False, "schema": {"type": "string"}} for p in params]
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = body
     return op
+
+
+READ: Final = (400, 401, 403, 503)  # a read route: bad parameter, key, secret key, storage
+INGEST: Final = (400, 401, 408, 413, 415, 503)
+
+
+def _ingest_paths() -> dict[str, Schema]:
+    track = _op(
+        "Track one event by name (seed 004); the body may be empty", _json(tracking.TrackEventResponse),
+        errors=INGEST, body=_ingest_body({"$ref": REF.format(name="TrackPayload")}, required=False),
+        params=[_path("eventName", {**EVENT_NAME, "not": {"const": "batch"}}), X_USER_ID],
+    )
+    return {
+        "/api/events/track/{eventName}": {"post": track},
+        "/api/events/track/batch": {"post": _op(
+            f"Track up to {MAX_BATCH} events", _json(tracking.BatchTrackEventResponse), errors=INGEST,
+            body=_ingest_body({"$ref": REF.format(name="TrackBatch")}), params=[X_USER_ID],
+        )},
+        "/api/v1/behavioral/events": {"post": _op(
+            "Ingest one behavioral event (seed 000)", _json(behavioral.BehavioralIngestResponse), errors=INGEST,
+            body=_ingest_body({"$ref": REF.format(name="BehavioralEventIn")}),
+        )},
+        "/api/v1/behavioral/batch": {"post": _op(
+            f"Ingest up to {MAX_BATCH} behavioral events", _json(behavioral.BehavioralBatchResponse), errors=INGEST,
+            body=_ingest_body({"$ref": REF.format(name="BehavioralBatchIn")}),
+        )},
+    }
+
+
+# Intake in other vendors' formats (server/compat/, docs/compat.md): their SDKs point at Pulse
+# unchanged. Described: the fields Pulse reads (server/compat/segment.py, posthog.py); the rest of
+# those vendors' JSON is kept as sent. Each message of a batch is judged alone, like Pulse's own.
+def _id_value(*, required: bool = False, no_nul: bool = True) -> Schema:
+    """A user, group or session id: a string (empty means absent) or a number, as those SDKs send."""
+    text = _text(min_length=1 if required else 0, no_nul=no_nul)
+    return {"anyOf": [text, {"type": "number"}] + ([] if required else [{"type": "null"}])}
+
+
+def _present(name: str) -> Schema:
+    """``name`` is there, neither null nor empty."""
+    return {"required": [name], "properties": {name: {"anyOf": [{"type": "string", "minLength": 1}, {"type": "number"}]}}}
+
+
+ABSENT: Final[Schema] = {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]}  # if there at all
+
+
+def _first_present(names: tuple[str, ...]) -> Schema:
+    """The user is the first of ``names`` that is there (neither null nor empty), and one must be:
+    that one is stored and indexed (no NUL)."""
+    return {"anyOf": [
+        {**_present(name), "properties": {**{before: ABSENT for before in names[:index]}, name: _id_value(required=True)}}
+        for index, name in enumerate(names)
+    ]}
+
+
+def _read_unless(field: str, other: str, schema: Schema) -> Schema:
+    """``other`` is read (as ``schema``) only when ``field`` is absent or null."""
+    return {"anyOf": [
+        {"required": [field], "properties": {field: {"not": {"type": "null"}}}},
+        {"properties": {field: {"type": "null"}, other: schema}},
+    ]}
+
+
+def _segment_message(call: str | None) -> Schema:
+    """One Segment call; ``call`` None: a message of a batch, which names its call in ``type``."""
+    message: Schema = {
+        "type": "object",
+        "properties": {
+            "userId": _id_value(), "anonymousId": _id_value(no_nul=False),  # no NUL: when it is the user
+            "groupId": _id_value(no_nul=False), "previousId": _id_value(no_nul=False),
+            "messageId": _nullable(_text(no_nul=True)),
+            "timestamp": _nullable(BODY_TIME), "sentAt": _nullable(BODY_TIME),
+            **{name: _nullable(OBJ) for name in ("context", "properties", "traits", "integrations")},
+            # the write key in a batch's messages must be the same in all: it belongs to the batch
+            **({} if call is None else {"writeKey": _nullable(_text())}),
+        },
+        "allOf": [_first_present(("userId", "anonymousId")),
+                  _read_unless("timestamp", "originalTimestamp", _nullable(BODY_TIME))],
+    }
+    needs = {"track": ["event"], "group": ["groupId"], "alias": ["previousId", "userId"]}
+    kinds = {"event": EVENT_NAME, "userId": _id_value(required=True),
+             "groupId": _id_value(required=True, no_nul=False), "previousId": _id_value(required=True, no_nul=False)}
+
+    def rule(kind: str) -> Schema:
+        return {"required": needs.get(kind, []), "properties": {name: kinds[name] for name in needs.get(kind, [])}}
+
+    if call is None:  # the call is the message's type; a single call's type and name come from its path
+        message["required"] = ["type"]
+        message["allOf"].append({"anyOf": [
+            {**rule(kind), "properties": {"type": {"const": kind}, **rule(kind)["properties"]}}
+            for kind in sorted(segment.CALL_TYPES)
+        ]})
+    else:
+        message["allOf"].append(rule(call))
+    return message
+
+
+def _posthog_event(*, alone: bool) -> Schema:
+    """One captured event; ``alone``: the whole body, which may carry the project key."""
+    user_in_properties = {"properties": {"distinct_id": ABSENT, "$distinct_id": ABSENT,
+                                         "properties": {"type": "object", **_present("distinct_id"),
+                                                        "properties": {"distinct_id": _id_value(required=True)}}},
+                          "required": ["properties"]}
+    return {
+        "type": "object",
+        "required": ["event"],
+        "properties": {
+            "event": EVENT_NAME, "uuid": _nullable(_text(no_nul=True)),
+            "offset": _nullable({"type": "number", "minimum": 0, "maximum": 10**12}),
+            "properties": _nullable(OBJ),
+            # the events of one request must carry the same key: it belongs to the request
+            **({name: _nullable(STR) for name in ("api_key", "token", "$token")} if alone else {}),
+        },
+        "allOf": [
+            _read_unless("offset", "timestamp", _nullable(BODY_TIME)),
+            # the user: distinct_id, else $distinct_id, else properties.distinct_id (the others unread)
+            {"anyOf": [*_first_present(("distinct_id", "$distinct_id"))["anyOf"], user_in_properties]},
+        ],
+    }
+
+
+def _compat_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    batch = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH}
+    for path, call in segment.PATHS.items():
+        if call is None:
+            what = "a batch"
+            body = _obj("batch", batch={**batch, "items": _segment_message(None)}, writeKey=_nullable(_text()),
+                        sentAt=_nullable(BODY_TIME), context=_nullable(OBJ), integrations=_nullable(OBJ))
+        else:
+            what, body = f"one {call} call", _segment_message(call)
+        paths[path] = {"post": _op(
+            f"Segment's HTTP tracking API, {what}; the write key as HTTP Basic user, writeKey, or a Pulse key",
+            _json(SegmentAnswer), errors=INGEST, body=_json_body(body),
+        )}
+    event = _posthog_event(alone=False)
+    capture = {"anyOf": [
+        _posthog_event(alone=True),
+        {**batch, "items": event},
+        _obj("batch", batch={**batch, "items": event}, api_key=_nullable(STR), sent_at=_nullable(BODY_TIME)),
+    ]}
+    for path in posthog.PATHS:
+        paths[path] = {"post": _op(
+            "PostHog's capture API: one event, an array, or {batch: [...], api_key} (posthog-js also sends a "
+            f"form with data=, and compressed bodies: ?compression={'|'.join(posthog.COMPRESSIONS)})",
+            _json(PostHogAnswer), errors=INGEST, body=_json_body(capture),
+            params=[_query("_", {"type": "string", "pattern": UNIX_TEXT}, "posthog-js: the send time, unix ms")],
+        )}
+    return paths
+
+
+# one Server-Sent Event (OpenAPI 3.1 has the schema of a text/event-stream describe each event);
+# data is the JSON of a message
+SSE: Final = {"text/event-stream": {"schema": {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"},
+                   "retry": {"type": "integer"}},
+}}}
+
+
+def _stream_paths() -> dict[str, Schema]:
+    common = [
+        _query("sessionId", QUERY_TEXT, "only this session's messages (a public key may read these)"),
+        _query("userId", QUERY_TEXT, "only this user's messages (a public key may read these)"),
+        _query("lastEventId", {"type": "string"}, "as Last-Event-ID, for clients that cannot set headers"),
+        LAST_EVENT_ID,
+    ]
+    events = _op(
+        "Server-Sent Events of tracked events: unnamed messages whose JSON type is event, stats or ping; "
+        "event: gap when a resume cannot replay everything (docs/streams.md)",
+        {"description": "an endless stream", "content": SSE}, errors=READ,
+        params=[*common, _query("serviceName", QUERY_TEXT), _query("eventName", QUERY_TEXT)],
+    )
+    behavioral_stream = _op(
+        "Server-Sent Events of behavioral events, engagement metrics and conversion triggers (also a "
+        "WebSocket: see the description above)",
+        {"description": "an endless stream", "content": SSE}, errors=READ,
+        params=[*common, _list_query("subscriptions", ("behavioral_events", "engagement_metrics", "conversion_triggers"),
+                                     "what to receive (default: all)")],
+    )
+    return {"/api/events/stream": {"get": events}, "/api/v1/behavioral/stream": {"get": behavioral_stream}}
+
+
+def _query_paths() -> dict[str, Schema]:
+    export_types = {fmt.media_type: {"schema": {"type": "string", "format": "binary"}} for fmt in FORMATS.values()}
+    listing_limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": LISTING_MAX, "default": 100},
+                           f"events in the answer; above {MAX_PAGE} the answer streams, page after page")
+    next_page = _json(tracking.EventsQueryResponse)
+    next_page["links"] = {"nextPage": {
+        "operationId": "queryEvents",
+        "parameters": {"cursor": "$response.body#/nextCursor"},
+        "description": "the next page: the same filters with the cursor of this one",
+    }}
+    return {
+        "/api/events": {"get": _op(
+            "Query stored events, newest first, a page at a time", next_page, errors=READ,
+            params=[listing_limit, *EVENT_FILTERS, CURSOR], operation_id="queryEvents",
+        )},
+        "/api/events/services": {"get": _op(
+            "Per-service analytics", _json(tracking.ServicesResponse), errors=READ,
+            params=[TIME_FROM, TIME_TO, _query("serviceName", QUERY_TEXT)],
+        )},
+        "/api/events/statistics": {"get": _op(
+            "Event statistics", _json(tracking.EventStatistics), errors=READ,
+            params=[TIME_FROM, TIME_TO, _query("limit", {"type": "integer", "default": 10},
+                                               "top events listed; taken as 1 below 1 and as 1000 above it")],
+        )},
+        "/api/events/suggestions": {"get": _op(
+            "Suggestions from live statistics (docs/suggestions.md)", _json(tracking.SuggestionsResponse), errors=READ,
+            params=[_query("eventName", QUERY_TEXT), _query("serviceName", QUERY_TEXT), _query("userId", QUERY_TEXT),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": SUGGESTIONS_MAX})],
+        )},
+        "/api/events/export": {"get": _op(
+            "ML feature export (seed 004 MLFeatureSet), one row per event, oldest first, streamed (chunked); "
+            "the filters of GET /api/events; times in UTC; columns in docs/export.md",
+            {"description": "an attachment (Content-Disposition) in the requested format", "content": export_types},
+            errors=READ,
+            params=[_query("format", {"type": "string", "enum": list(FORMATS), "default": "ndjson"}), *EVENT_FILTERS],
+        )},
+        "/api/events/anomalies": {"get": _op(
+            "Anomalous minutes per service: response time, error rate, volume (docs/anomalies.md). "
+            "Without from: the 24 h before to (default now); from must not be after to, and the range "
+            "spans at most 31 days (else a 400 naming from).",
+            _json(anomaly.AnomaliesResponse), errors=READ,
+            params=[TIME_FROM, TIME_TO, _query("serviceName", QUERY_TEXT)],
+        )},
+    }
+
+
+def _insight_paths() -> dict[str, Schema]:
+    live = (400, 401, 403, 404, 503)
+    session = _query("sessionId", {"type": "string", "minLength": 1})
+    user = _query("userId", {"type": "string", "minLength": 1})
+    window = {"type": "integer", "minimum": 1}
+    realtime = _op(
+        "A session's live engagement, intent and conversion probability", _json(OBJ), errors=live,
+        params=[
+            {**session, "required": True},
+            _query("timeWindow", {**window, "maximum": 86_400, "default": 300}, "seconds"),
+            _list_query("metrics", insight_routes.REALTIME_METRICS, "default: all"),
+            _query("aggregation", {"type": "string", "enum": list(insight_routes.AGGREGATIONS), "default": "latest"}),
+        ],
+    )
+    patterns = _op(
+        "A session's behavior patterns (sessionId, or userId for the user's latest session)", _json(OBJ), errors=live,
+        params=[
+            session, user,
+            _query("timeWindow", {**window, "maximum": 30 * 86_400, "default": 1800}, "seconds"),
+            _query("includePredictions", {"type": "boolean", "default": False}),
+        ],
+    )
+    historical = _op(
+        "A user's completed journeys by period", _json(OBJ), errors=live,
+        params=[
+            {**user, "required": True},
+            _query("granularity", {"type": "string", "enum": list(insight_routes.GRANULARITIES), "default": "daily"}),
+            {"name": "dateRange", "in": "query", "required": False, "style": "form", "explode": False,
+             "schema": {"type": "array", "items": {"type": "string", "format": "date"}, "minItems": 1, "maxItems": 2},
+             "description": "a UTC day, or first,last (inclusive; last not before first)"},
+            _query("filters", {"type": "string", "pattern": FILTERS}, "name:value,... with a name of device_type, persona"),
+        ],
+    )
+    kinds = sorted({*insight_routes.PREDICTION_TYPES, *insight_routes.PREDICTION_ALIASES})
+    predictive = _op(
+        "A user's predicted conversion, churn, engagement or next action, with a confidence interval",
+        _json(OBJ), errors=live,
+        params=[
+            {**user, "required": True},
+            _query("predictionType", {"type": "string", "enum": kinds, "default": "conversion"}),
+            _query("timeHorizon", {"anyOf": [
+                {"type": "string", "enum": list(insight_routes.HORIZON_WORDS)},
+                {"type": "string", "pattern": HORIZON},
+            ], "default": "24h"}, "a duration up to 366 days: 90s, 30m, 24h, 7d, 4w, or short_term ... long_term"),
+            _query("confidence", {"anyOf": [
+                {"type": "string", "enum": list(insight_routes.CONFIDENCE_WORDS)},
+                {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1},
+                {"type": "number", "minimum": 50, "exclusiveMaximum": 100},
+            ], "default": 0.95}, "0.5 to 0.999, or a percentage (50 to 99.9), or low ... very_high"),
+        ],
+    )
+    conversions = _obj("conversionEvents", conversionEvents={
+        "type": "array", "minItems": 1, "maxItems": insight_routes.MAX_CONVERSION_EVENTS, "items": EVENT_NAME,
+    })
+    models = _obj("projectId", "journeys", "conversionEvents", projectId=STR, journeys=INT, conversionEvents=ARR)
+    return {
+        "/api/v1/behavioral/analytics/realtime": {"get": realtime},
+        "/api/v1/behavioral/patterns": {"get": patterns},
+        "/api/v1/behavioral/analytics/historical": {"get": historical},
+        "/api/v1/behavioral/analytics/predictive": {"get": predictive},
+        "/api/v1/behavioral/models": {
+            "get": _op("What the project's model learned", _json(models), errors=(401, 403, 503)),
+            "put": _op("Set the project's conversion events; journeys are derived again", _json(models),
+                       errors=(400, 401, 403, 503), body=_json_body(conversions)),
+        },
+        "/api/v1/behavioral/sessions/{sessionId}": {"get": _op(
+            "A session's live state", _json(SessionView), errors=live, params=[_path("sessionId", {"type": "string"})],
+        )},
+        "/api/v1/behavioral/users/{userId}": {"get": _op(
+            "A user's live state across devices, with insights", _json(UserView), errors=live,
+            params=[_path("userId", {"type": "string"})],
+        )},
+    }
+
+
+def _operations_paths() -> dict[str, Schema]:
+    health = _obj("status", "components", status={"enum": ["healthy", "degraded", "unhealthy"]}, components=OBJ)
+    project = _obj("id", "name", "publicKey", "secretKey", "createdAt",
+                   id=STR, name=STR, publicKey=STR, secretKey=STR, createdAt=INT)
+    asset_headers = {"ETag": {"schema": STR}, "Cache-Control": {"schema": STR}}
+
+    def asset(summary: str, media: str, *, missing: bool = False) -> Schema:
+        answer = {"description": "the file (gzip when accepted)", "headers": asset_headers,
+                  "content": {media: {"schema": {"type": "string"}}}}
+        not_modified = {"304": {"description": "If-None-Match matched the ETag", "headers": asset_headers}}
+        return _op(summary, answer, errors=(404,) if missing else (), more=not_modified,
+                   params=[{"name": "If-None-Match", "in": "header", "required": False, "schema": STR}])
+
+    return {
+        "/api/v1/behavioral/health": {"get": _op(
+            "Component health (503 when unhealthy)", _json(health), errors=(),
+            more={"503": _json(health, "unhealthy")},
+        )},
+        "/api/v1/behavioral/monitoring/performance": {"get": _op(
+            "Measured performance figures", _json(_obj("metrics", "status", metrics=OBJ, status=STR)),
+            errors=(401, 403, 503),
+        )},
+        "/metrics": {"get": _op(
+            "The same figures for Prometheus (docs/metrics.md): text format 0.0.4, or OpenMetrics when asked",
+            {"description": "the exposition", "content": {
+                "text/plain": {"schema": STR}, "application/openmetrics-text": {"schema": STR}}},
+            errors=(401, 403, 503),
+        )},
+        "/api/admin/projects": {
+            "get": _op("List projects (the default project's secret key)",
+                       _json(_obj("projects", projects={"type": "array", "items": project})), errors=(401, 403, 503)),
+            "post": _op("Create a project", _json(project, "created"), status=201, errors=(400, 401, 403, 409, 503),
+                        body=_json_body(_obj("name", name=_text(100, min_length=1)))),
+        },
+        "/openapi.json": {"get": _op("This document", _json(OBJ), errors=())},
+        "/docs": {"get": _op("This document as a page", {"description": "HTML", "content": {"text/html": {"schema": STR}}},
+                             errors=())},
+        "/api/monitor.js": {"get": asset("Seed 004's embeddable monitor script", "application/javascript")},
+        "/test-cors.html": {"get": asset("A page that tries the API across origins", "text/html")},
+        "/dashboard": {"get": asset("The dashboard", "text/html")},
+        "/dashboard/{name}": {"get": {
+            **asset("A file of the dashboard (scripts, styles, images)", "*/*", missing=True),
+            "parameters": [_path("name", {"type": "string"}),
+                           {"name": "If-None-Match", "in": "header", "required": False, "schema": STR}],
+        }},
+        "/": {"get": _op(
+            "Where things are (a browser asking for HTML is sent to /dashboard)",
+            _json(_obj("name", "docs", "openapi", name=STR, docs=STR, openapi=STR)), errors=(),
+            more={"302": {"description": "to /dashboard, for Accept: text/html",
+                          "headers": {"Location": {"schema": STR}}}},
+        )},
+    }
 
 
 @cache
 def document() -> bytes:
-    kinds = [
-        tracking.AIEventPayload,
-        tracking.BatchTrackEventRequest,
-        tracking.BatchTrackEventItem,
-        tracking.TrackEventResponse,
-        tracking.BatchTrackEventResponse,
-        tracking.EventsQueryResponse,
-        tracking.ServicesResponse,
-        tracking.EventStatistics,
-        tracking.SuggestionsResponse,
-        behavioral.BehavioralEvent,
-        behavioral.BehavioralBatch,
-        behavioral.BehavioralIngestResponse,
-        behavioral.BehavioralBatchResponse,
-        anomaly.AnomaliesResponse,
-        anomaly.AnomalyMessage,
+    answers = [
+        tracking.TrackEventResponse, tracking.BatchTrackEventResponse, tracking.EventsQueryResponse,
+        tracking.ServicesResponse, tracking.EventStatistics, tracking.SuggestionsResponse,
+        behavioral.BehavioralIngestResponse, behavioral.BehavioralBatchResponse, anomaly.AnomaliesResponse,
+        anomaly.AnomalyMessage, SessionView, UserView, SegmentAnswer, PostHogAnswer,
     ]
-    _, components = msgspec.json.schema_components(kinds, ref_template=REF)
-    event_path = {
-        "name": "eventName",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-    }
-    track = _op("Track one event by name (seed 004)", _ok(tracking.TrackEventResponse), tracking.AIEventPayload)
-    track["parameters"] = [event_path, {"name": "X-User-Id", "in": "header", "schema": {"type": "string"}}]
-    paths: dict[str, Any] = {
-        "/api/events/track/{eventName}": {"post": track},
-        "/api/events/track/batch": {
-            "post": _op("Track up to 1000 events", _ok(tracking.BatchTrackEventResponse), tracking.BatchTrackEventRequest)
-        },
-        "/api/events": {
-            "get": _op(
-                "Query stored events, newest first",
-                _ok(tracking.EventsQueryResponse),
-                params=["limit", "from", "to", "type", "serviceName", "userId", "sessionId", "correlationId", "eventName", "cursor"],
-            )
-        },
-        "/api/events/services": {
-            "get": _op("Per-service analytics", _ok(tracking.ServicesResponse), params=["from", "to", "serviceName"])
-        },
-        "/api/events/statistics": {
-            "get": _op("Event statistics", _ok(tracking.EventStatistics), params=["from", "to", "limit"])
-        },
-        "/api/events/suggestions": {
-            "get": _op("Suggestions", _ok(tracking.SuggestionsResponse), params=["eventName", "serviceName", "userId", "limit"])
-        },
-        "/api/events/export": {
-            "get": _op(
-                "ML feature export (seed 004 MLFeatureSet), one row per event, oldest first, streamed "
-                "(chunked); format=ndjson (default), csv or parquet; the filters of GET /api/events; "
-                "times in UTC; columns in docs/export.md",
-                {
-                    "description": "an attachment (Content-Disposition) in the requested format",
-                    "content": {
-                        "application/x-ndjson": {"schema": {"type": "string"}},
-                        "text/csv": {"schema": {"type": "string"}},
-                        "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
-                    },
-                },
-                params=["format", "from", "to", "type", "serviceName", "userId", "sessionId", "correlationId", "eventName"],
-            )
-        },
-        "/api/events/anomalies": {
-            "get": _op("Anomalous minutes per service: response time, error rate, volume (docs/anomalies.md)",
-                       _ok(anomaly.AnomaliesResponse), params=["from", "to", "serviceName"])
-        },
-        "/api/events/stream": {"get": _op("Server-Sent Events: event, stats, ping", _ok(None, "text/event-stream"))},
-        "/api/v1/behavioral/events": {
-            "post": _op("Ingest one behavioral event (seed 000)", _ok(behavioral.BehavioralIngestResponse), behavioral.BehavioralEvent)
-        },
-        "/api/v1/behavioral/batch": {
-            "post": _op("Ingest up to 1000 behavioral events", _ok(behavioral.BehavioralBatchResponse), behavioral.BehavioralBatch)
-        },
-        "/api/v1/behavioral/stream": {
-            "get": _op("Server-Sent Events of behavioral events", _ok(None, "text/event-stream"), params=["sessionId", "userId", "subscriptions", "key"])
-        },
-        "/api/v1/behavioral/health": {"get": _op("Component health", _ok(None))},
-        "/api/v1/behavioral/monitoring/performance": {"get": _op("Measured performance figures", _ok(None))},
-        "/api/admin/projects": {"get": _op("List projects (secret key)", _ok(None)), "post": _op("Create a project", _ok(None))},
-    }
+    _, components = msgspec.json.schema_components(answers, ref_template=REF)
+    components.update({
+        "Error": ERROR,
+        "TrackPayload": _track_payload(),
+        "TrackBatch": _track_batch(),
+        "BehavioralEventIn": _behavioral_event(),
+        "BehavioralBatchIn": _behavioral_batch(),
+    })
+    paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
+             **_operations_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {
             "title": "Pulse",
             "version": "0.1.0",
             "description": (
-                "Real-time behavioral tracking. WebSockets: /api/events/ws and /api/v1/behavioral/stream: JSON text "
+                "Real-time behavioral tracking. Keys: on a loopback bind a request without a key acts on the "
+                "default project; otherwise send a project key as Authorization: Bearer, X-API-Key or ?key= "
+                "(public pk_ keys write, secret sk_ keys read). Every path answers OPTIONS (CORS preflight) "
+                "and an undeclared method with 405 and an Allow header. "
+                "WebSockets: /api/events/ws and /api/v1/behavioral/stream: JSON text "
                 "frames, or MessagePack binary frames with the subprotocol pulse.msgpack; one message per frame. "
                 "With the query parameter batch=1 (or true) the server may send the messages waiting for a "
                 "socket as one frame {\"type\":\"batch\",\"messages\":[...]} (a MessagePack map with the same "
@@ -148,11 +731,13 @@ def document() -> bytes:
             ),
         },
         "paths": paths,
+        "security": [{}, {"bearer": []}, {"apiKey": []}, {"keyQuery": []}],
         "components": {
             "schemas": components,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "keyQuery": {"type": "apiKey", "in": "query", "name": "key"},
             },
         },
     }

@@ -14,7 +14,11 @@ from protocol.normalize import parse_time
 from storage.base import Cursor
 
 _RELATIVE: Final = re.compile(r"^(\d+)\s*(ms|s|m|h|d|w)$")
+_PLAIN_NUMBER: Final = re.compile(r"^\d+(\.\d*)?$")  # unix ms (or seconds), as /openapi.json says
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# An ISO 8601 time whose "+hh:mm" offset was pasted into a URL unencoded: form decoding turned the
+# "+" into a space ("2025-08-27T00:00:00 00:00"). A space cannot mean anything else there.
+_SPACED_OFFSET: Final = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}(?::?\d{2})?)$")
 
 
 def time_param(query: dict[str, str], name: str) -> int | None:
@@ -24,11 +28,27 @@ def time_param(query: dict[str, str], name: str) -> int | None:
         return None
     relative = _RELATIVE.match(value.strip().lower())
     if relative:
-        return time.time_ns() // 1_000_000 - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
+        # a duration reaching before 1970 means "from the start" (and an unbounded one would overflow
+        # the store's 64-bit integers: a 500)
+        return max(0, time.time_ns() // 1_000_000 - int(relative.group(1)) * _UNIT_MS[relative.group(2)])
+    spaced = _SPACED_OFFSET.match(value.strip())
+    if spaced:
+        value = f"{spaced.group(1)}+{spaced.group(2)}"
+    if _float_spelling(value.strip()):  # "1e5", "1_000", ".5", "nan": not what the document allows
+        raise InvalidInput(name, f"expected ISO 8601, unix ms (digits) or a duration like 24h, got {value[:50]!r}")
     try:
         return parse_time(value, name)
     except InvalidInput as err:
         raise InvalidInput(name, err.reason) from None
+
+
+def _float_spelling(text: str) -> bool:
+    """A number only Python's float() reads: exponents, underscores, signs, nan, a bare fraction."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return _PLAIN_NUMBER.match(text) is None
 
 
 def int_param(query: dict[str, str], name: str, default: int, *, low: int, high: int, clamp: bool = False) -> int:

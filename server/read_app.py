@@ -22,6 +22,7 @@ from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
 from server.openapi import DOCS_HTML, document
+from server.prometheus import exposition, registry_for
 from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
@@ -74,14 +75,21 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         return json_response({"success": False, "error": {"code": "not_found", "reason": f"no route {request.path!r}"}}, 404)
 
     @app.errorhandler(405)
-    async def not_allowed(_: Exception) -> Response:
-        reason = f"method {request.method} not allowed on {request.path!r}"
-        return json_response({"success": False, "error": {"code": "method_not_allowed", "reason": reason}}, 405)
+    async def not_allowed(err: Exception) -> Response:
+        # RFC 9110 15.5.6: a 405 lists the methods the resource answers. The router knows them
+        # (GET routes answer HEAD too); OPTIONS is answered in front of Quart (CORS preflight).
+        allowed = sorted({*(getattr(err, "valid_methods", None) or ()), "OPTIONS"})
+        reason = f"method {request.method} not allowed on {request.path!r}; use {', '.join(allowed)}"
+        body = {"success": False, "error": {"code": "method_not_allowed", "reason": reason}}
+        return json_response(body, 405, headers={"Allow": ", ".join(allowed)})
 
     @app.get("/api/events")
     async def events() -> Response:
+        """Up to 100,000 events, streamed past one page (server/event_listing.py)."""
+        from server.event_listing import events_response
+
         granted = await access()
-        return json_response(await queries.query_events(pulse.store, granted.project.id, args()))
+        return await events_response(pulse.store, granted.project.id, args())
 
     @app.get("/api/events/services")
     async def services() -> Response:
@@ -123,6 +131,17 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     async def performance_route() -> Response:
         await access()
         return json_response(await performance(pulse))
+
+    scrape_registry = registry_for(pulse)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """The same figures for Prometheus (server/prometheus.py, docs/metrics.md); read like
+        /monitoring/performance: no key on an open loopback bind, else a secret key as Bearer."""
+        await access()
+        body, headers = exposition(scrape_registry, request.headers.get("accept", ""),
+                                   request.headers.get("accept-encoding", ""))
+        return Response(body, status=200, headers=headers)
 
     user_insights = insight_routes.register(app, pulse, access, args, json_response)
 
@@ -206,6 +225,10 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     @app.get("/dashboard")
     async def dashboard() -> Response:
         return assets.serve("dashboard/index.html")
+
+    @app.get("/dashboard/")
+    async def dashboard_slash() -> Response:
+        return Response(b"", 301, headers={"Location": "/dashboard"})
 
     @app.get("/dashboard/<path:name>")
     async def dashboard_file(name: str) -> Response:

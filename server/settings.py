@@ -41,6 +41,7 @@ class Settings:
     port: int = DEFAULT_PORT
     data_dir: pathlib.Path = pathlib.Path("data")
     log_level: str = "info"
+    log_format: str = "text"  # --log-format / $PULSE_LOG_FORMAT: "text" or "json" (server/logs.py)
     # "*" or a list of exact origins (seed 004: ALLOWED_ORIGINS=https://a.com,https://b.com)
     allowed_origins: list[str] = field(default_factory=lambda: ["*"])
     max_websockets: int = 10_000  # per process; the open-files cap is 20,000

@@ -383,20 +383,19 @@ def _replay_body(sub: Subscriber, event: Event, behavioral: bool) -> Any | None:
 
 
 async def _stats(pulse: Pulse, project: str) -> dict[str, Any]:
-    """The periodic ``stats`` message: totals from the aggregates, rate from this node's count of
-    the project's events (never another project's)."""
-    aggs = await pulse.store.service_stats(project, top=5)
-    total = sum(a.event_count for a in aggs)
+    """The periodic ``stats`` message (its shape: README, "SSE stats messages"): totals from the
+    aggregates under seed 004's EventStatistics / ServiceStats names, the rate from this node's count
+    of the project's events (never another project's). Events without a service count as "unknown"."""
+    aggs = await pulse.store.service_stats(project, top=5, name_unknown=True)
     last_seen = max((a.last_seen_ms for a in aggs), default=None)
-    return {
-        "type": "stats",
-        "data": {
-            "totalEvents": total,
-            "totalServices": sum(1 for a in aggs if a.service_name is not None),
-            "eventsPerSecond": pulse.metrics.project_rate(project),
-            "lastEventAt": iso_ms(last_seen) if last_seen is not None else None,
-            "services": [{"serviceName": a.service_name, "eventCount": a.event_count} for a in aggs],
-            "timestamp": iso_ms(now_ms()),
-        },
+    data: dict[str, Any] = {
+        "totalEventCount": sum(a.event_count for a in aggs),
+        "totalServices": len(aggs),
+        "eventsPerSecond": pulse.metrics.project_rate(project),
     }
+    if last_seen is not None:  # left out before the first event
+        data["lastEventAt"] = iso_ms(last_seen)
+    data["services"] = [{"serviceName": a.service_name, "eventCount": a.event_count} for a in aggs]
+    data["timestamp"] = iso_ms(now_ms())
+    return {"type": "stats", "data": data}
 

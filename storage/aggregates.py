@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Final, NamedTuple, TypeVar
 
 from protocol.record import Event
-from storage.base import EventCount, ServiceAggregate
+from storage.base import UNKNOWN_SERVICE, EventCount, ServiceAggregate
 
 MINUTE_MS: Final = 60_000
 MINUTES_PER_DAY: Final = 1_440
@@ -133,3 +133,42 @@ def service_aggregate(service: str, names: list[Any], top: int) -> ServiceAggreg
         last_seen_ms=max(r[7] for r in names),
         top_events=[EventCount(r[1], r[2]) for r in names[: max(top, 0)]],
     )
+
+
+def group_services(rows: Iterable[Any], top: int, *, name_unknown: bool) -> list[ServiceAggregate]:
+    """Per-service figures from per-(service, name) rows (service, name, count, with_status,
+    errors, with_rt, rt_sum, last_seen), busiest first. ``name_unknown``: the events sent without a
+    service ('') are reported as UNKNOWN_SERVICE, together with any events that name it."""
+    by_service: dict[str, dict[str, list[Any]]] = {}
+    for row in rows:
+        if row[2] <= 0:
+            continue
+        service = UNKNOWN_SERVICE if name_unknown and row[0] == "" else row[0]
+        names = by_service.setdefault(service, {})
+        into = names.get(row[1])
+        if into is None:
+            names[row[1]] = [service, *row[1:]]
+        else:  # the same name under '' and UNKNOWN_SERVICE: one name of the merged service
+            for i in (2, 3, 4, 5, 6):
+                into[i] += row[i]
+            into[7] = max(into[7], row[7])
+    stats = [service_aggregate(service, list(names.values()), top) for service, names in by_service.items()]
+    stats.sort(key=lambda s: (-s.event_count, s.service_name or ""))
+    return stats
+
+
+def service_keys(service_name: str | None, *, name_unknown: bool) -> list[str] | None:
+    """The stored service keys that a service name selects (None: every service)."""
+    if service_name is None:
+        return None
+    if name_unknown and service_name == UNKNOWN_SERVICE:
+        return [UNKNOWN_SERVICE, ""]
+    return [service_name]
+
+
+def named_services(keys: list[str], name_unknown: bool) -> list[str]:
+    """Service names from stored keys: '' (no service) becomes UNKNOWN_SERVICE or is left out."""
+    names = {key for key in keys if key}
+    if name_unknown and "" in keys:
+        names.add(UNKNOWN_SERVICE)
+    return sorted(names)

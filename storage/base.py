@@ -16,6 +16,10 @@ import msgspec
 from protocol.record import AppendOutcome, Event
 
 MAX_PAGE: Final = 1000
+# The service name under which events sent without a serviceName are reported and selected (the
+# seed's own client code falls back to it: ``event.serviceName || 'unknown'``). Events that name
+# the service "unknown" themselves are counted and selected together with them.
+UNKNOWN_SERVICE: Final = "unknown"
 
 
 class StoreError(Exception):
@@ -121,6 +125,34 @@ class MinuteRow(msgspec.Struct, frozen=True):
     rt_sum: float
 
 
+class SeriesRow(msgspec.Struct, frozen=True):
+    """One bucket of a service's time series (``Store.service_series``), summed over event names."""
+
+    bucket: int  # index of the bucket from the series' start: (minute - first minute) // bucket minutes
+    count: int
+    with_status: int
+    errors: int
+    with_rt: int
+    rt_sum: float
+
+
+class Lifetime(msgspec.Struct, frozen=True):
+    """One server process's running time, as recorded by it (server/uptime.py): when it started,
+    when it last said it was alive (a heartbeat), and when it stopped cleanly (None: it is still
+    running, or it died without a clean stop and ``last_seen_ms`` is all that is known)."""
+
+    id: str
+    node: str
+    started_ms: int
+    last_seen_ms: int
+    stopped_ms: int | None
+
+
+class LifetimeHistory(msgspec.Struct, frozen=True):
+    first_started_ms: int | None  # the first start ever recorded (None: none recorded)
+    lifetimes: list[Lifetime]  # those alive at or after the time asked for, by start
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     state: bytes
     upto_seq: int  # the snapshot includes every event of its key with seq <= upto_seq
@@ -169,6 +201,10 @@ class Store(Protocol):
         oldest first: ORDER BY timestamp, seq (the export's keyset scan; no count). Fewer than
         ``limit`` means the end; the next page starts after the last event's (timestamp, seq)."""
 
+    async def query_events_descending(self, flt: EventFilter, *, limit: int, before: Cursor | None) -> list[Event]:
+        """Up to ``limit`` (<= MAX_PAGE) events matching ``flt`` with (timestamp, seq) < ``before``,
+        newest first: query_events' order without its count (the large listings' keyset scan)."""
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         """Events of ``project`` with seq > after_seq, oldest first (stream resume)."""
 
@@ -182,7 +218,8 @@ class Store(Protocol):
 
     # aggregates (never scan the log) ---------------------------------------------------------------
     async def count_events(self, project: str) -> int: ...
-    async def service_names(self, project: str) -> list[str]: ...
+    async def service_names(self, project: str, *, name_unknown: bool = False) -> list[str]:
+        """Services with events; ``name_unknown``: the events sent without one add UNKNOWN_SERVICE."""
     async def service_stats(
         self,
         project: str,
@@ -191,7 +228,11 @@ class Store(Protocol):
         until_ms: int | None = None,
         service_name: str | None = None,
         top: int = 10,
-    ) -> list[ServiceAggregate]: ...
+        name_unknown: bool = False,
+    ) -> list[ServiceAggregate]:
+        """Per service, busiest first. ``name_unknown``: the events sent without a service are
+        reported (and selected by ``service_name``) as UNKNOWN_SERVICE, merged with any events that
+        name it; otherwise they form a group whose service_name is None."""
     async def top_events(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
     ) -> list[EventCount]: ...
@@ -204,6 +245,21 @@ class Store(Protocol):
         """Per service and minute (the minutes containing since_ms..until_ms), summed over event
         names, ordered by service then minute; minutes without events have no row. ``service_name``
         selects one service ("" selects the events sent without one)."""
+
+    async def service_series(
+        self, project: str, services: list[str], *, since_ms: int, until_ms: int, bucket_minutes: int
+    ) -> list[SeriesRow]:
+        """The events of ``services`` ("" is the events sent without one) in buckets of
+        ``bucket_minutes`` minutes from the minute containing since_ms through the one containing
+        until_ms, summed over services and names, oldest first; buckets without events have no row."""
+
+    # server lifetimes (uptime) ---------------------------------------------------------------------
+    async def record_lifetime(self, lifetime: Lifetime) -> None:
+        """Store (insert or replace) one process's lifetime row, committed when this returns."""
+
+    async def lifetimes(self, since_ms: int) -> LifetimeHistory:
+        """Every lifetime alive at or after ``since_ms`` (last_seen_ms >= since_ms), by start, and
+        the first start ever recorded."""
 
     # actor snapshots -----------------------------------------------------------------------------
     async def save_snapshot(self, project: str, kind: str, key: str, snapshot: Snapshot) -> None: ...

@@ -50,8 +50,11 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    Lifetime,
+    LifetimeHistory,
     MinuteRow,
     Project,
+    SeriesRow,
     ServiceAggregate,
     Snapshot,
     StoreUnavailable,
@@ -343,6 +346,11 @@ class PostgresStore(WriteQueueFront):
         fold = self._fold
         return await self._read(lambda conn: q.query_events_ascending(conn, flt, limit, after, fold))
 
+    async def query_events_descending(self, flt: EventFilter, *, limit: int, before: Cursor | None) -> list[Event]:
+        assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
+        fold = self._fold
+        return await self._read(lambda conn: q.query_events_descending(conn, flt, limit, before, fold))
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         return await self._events(project, q.SELECT_EVENTS_AFTER, after_seq, _limit(limit))
 
@@ -365,9 +373,8 @@ class PostgresStore(WriteQueueFront):
     async def count_events(self, project: str) -> int:
         return int(await self._read(lambda conn: conn.fetchval(q.COUNT_EVENTS, project)))
 
-    async def service_names(self, project: str) -> list[str]:
-        rows = await self._read(lambda conn: conn.fetch(q.SERVICE_NAMES, project))
-        return [row[0] for row in rows]
+    async def service_names(self, project: str, *, name_unknown: bool = False) -> list[str]:
+        return await self._read(lambda conn: q.service_names(conn, project, name_unknown))
 
     async def service_stats(
         self,
@@ -377,9 +384,10 @@ class PostgresStore(WriteQueueFront):
         until_ms: int | None = None,
         service_name: str | None = None,
         top: int = 10,
+        name_unknown: bool = False,
     ) -> list[ServiceAggregate]:
         plan = agg.plan_range(since_ms, until_ms)
-        return await self._read(lambda conn: q.service_stats(conn, project, plan, service_name, top))
+        return await self._read(lambda conn: q.service_stats(conn, project, plan, service_name, top, name_unknown))
 
     async def top_events(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
@@ -398,6 +406,21 @@ class PostgresStore(WriteQueueFront):
     ) -> list[MinuteRow]:
         lo, hi = since_ms // agg.MINUTE_MS, until_ms // agg.MINUTE_MS
         return await self._read(lambda conn: q.minute_series(conn, project, lo, hi, service_name))
+
+    async def service_series(
+        self, project: str, services: list[str], *, since_ms: int, until_ms: int, bucket_minutes: int
+    ) -> list[SeriesRow]:
+        lo, hi = since_ms // agg.MINUTE_MS, until_ms // agg.MINUTE_MS
+        bucket = max(1, bucket_minutes)
+        return await self._read(lambda conn: q.service_series(conn, project, services, lo, hi, bucket))
+
+    # server lifetimes ---------------------------------------------------------------------------
+    async def record_lifetime(self, lifetime: Lifetime) -> None:
+        self._require_running()
+        await self._read(functools.partial(q.record_lifetime, lifetime=lifetime))  # one autocommitted statement
+
+    async def lifetimes(self, since_ms: int) -> LifetimeHistory:
+        return await self._read(functools.partial(q.lifetimes, since_ms=since_ms))
 
     # snapshots ----------------------------------------------------------------------------------
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:

@@ -17,9 +17,17 @@ import msgspec
 
 from protocol.record import Event
 from storage import postgres_schema as sql
-from storage.aggregates import MINUTES_PER_DAY, RangePlan, day_string, service_aggregate
+from storage.aggregates import (
+    MINUTES_PER_DAY,
+    RangePlan,
+    day_string,
+    group_services,
+    named_services,
+    service_keys,
+)
 from storage.base import (
     HISTORY_KINDS,
+    UNKNOWN_SERVICE,
     Cursor,
     DayCount,
     EventCount,
@@ -27,8 +35,11 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    Lifetime,
+    LifetimeHistory,
     MinuteRow,
     Project,
+    SeriesRow,
     ServiceAggregate,
     Snapshot,
     new_project,
@@ -114,6 +125,10 @@ def _where(flt: EventFilter, fold: str) -> tuple[str, list[object]]:
     placeholder: dict[str, str] = {}
     for column, op, value in flt.column_terms():
         params.append(value)
+        if column == "service_name" and value == UNKNOWN_SERVICE:
+            # "unknown" also names the events sent without a service (storage.aggregates): no label
+            clauses.append(f"(service_name = ${len(params)} OR service_name IS NULL)")
+            continue
         placeholder[column] = f"${len(params)}"
         clauses.append(f"{column} {op} {placeholder[column]}")
     # The same name and service once more as labels: what lets the planner use events_labels.
@@ -141,7 +156,10 @@ def _aggregate_count_query(flt: EventFilter, fold: str) -> tuple[str, list[objec
     for column, value in (("service", flt.service_name), ("name", flt.event_name)):
         if value is not None:
             params.append(value)
-            clauses.append(f"{column} = ${len(params)}")
+            if column == "service" and value == UNKNOWN_SERVICE:
+                clauses.append(f"service IN (${len(params)}, '')")
+            else:
+                clauses.append(f"{column} = ${len(params)}")
     if flt.name_contains is not None:
         params.append(flt.name_contains.lower())
         clauses.append(f"strpos({fold}, ${len(params)}) > 0")
@@ -170,6 +188,23 @@ async def query_events(
     events = [event_from_row(flt.project, row) for row in rows[:limit]]
     next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
     return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
+
+
+async def query_events_descending(
+    conn: Connection, flt: EventFilter, limit: int, before: Cursor | None, fold: str
+) -> list[Event]:
+    """One page of a large listing, newest first: query_events' index ranges, and no count."""
+    where, params = _where(flt, fold)
+    if before is not None:
+        n = len(params)
+        where += f" AND (timestamp, seq) < (${n + 1}, ${n + 2})"
+        params += [before.timestamp, before.seq]
+    params.append(limit)
+    page_sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY timestamp DESC, seq DESC LIMIT ${len(params)}"
+    )
+    rows = await conn.fetch(page_sql, *params)
+    return [event_from_row(flt.project, row) for row in rows]
 
 
 async def query_events_ascending(
@@ -204,9 +239,10 @@ _PER_NAME: Final = (
     " sum(with_rt)::bigint, coalesce(sum(rt_sum), 0)::float8, max(last_seen)"
     " FROM ({rows}) AS r WHERE {service} GROUP BY service, name"
 )
-SERVICE_ROWS_RANGE: Final = _PER_NAME.format(rows=_RANGE_ROWS, service="($8::text IS NULL OR service = $8)")
+# One service key, or two (a name and ''), or none (NULL: every service)
+SERVICE_ROWS_RANGE: Final = _PER_NAME.format(rows=_RANGE_ROWS, service="($8::text IS NULL OR service IN ($8, $9))")
 SERVICE_ROWS_WHOLE: Final = _PER_NAME.format(
-    rows=f"SELECT {_COLS} FROM agg_total WHERE project = $1", service="($2::text IS NULL OR service = $2)"
+    rows=f"SELECT {_COLS} FROM agg_total WHERE project = $1", service="($2::text IS NULL OR service IN ($2, $3))"
 )
 TOP_EVENTS_RANGE: Final = (
     f"SELECT name, sum(count)::bigint AS n FROM ({_RANGE_ROWS}) AS r GROUP BY name HAVING sum(count) > 0"
@@ -226,25 +262,55 @@ MINUTE_SERIES: Final = (
     " WHERE project = $1 AND minute BETWEEN $2 AND $3 AND ($4::text IS NULL OR service = $4)"
     " GROUP BY service, minute HAVING sum(count) > 0 ORDER BY service, minute"
 )
-SERVICE_NAMES: Final = (
-    "SELECT DISTINCT service FROM agg_total WHERE project = $1 AND service <> '' AND count > 0 ORDER BY service"
+SERVICE_NAMES: Final = "SELECT DISTINCT service FROM agg_total WHERE project = $1 AND count > 0 ORDER BY service"
+# Buckets of $5 minutes from minute $2 through $3 of the services $4
+SERVICE_SERIES: Final = (
+    "SELECT (minute - $2) / $5 AS bucket, sum(count)::bigint, sum(with_status)::bigint, sum(errors)::bigint,"
+    " sum(with_rt)::bigint, coalesce(sum(rt_sum), 0)::float8 FROM agg_minute"
+    " WHERE project = $1 AND minute BETWEEN $2 AND $3 AND service = ANY($4::text[])"
+    " GROUP BY bucket HAVING sum(count) > 0 ORDER BY bucket"
+)
+UPSERT_LIFETIME: Final = (
+    "INSERT INTO lifetimes (id, node, started_ms, last_seen_ms, stopped_ms) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, stopped_ms = excluded.stopped_ms"
+)
+FIRST_START: Final = "SELECT min(started_ms) FROM lifetimes"
+SELECT_LIFETIMES: Final = (
+    "SELECT id, node, started_ms, last_seen_ms, stopped_ms FROM lifetimes WHERE last_seen_ms >= $1 ORDER BY started_ms"
 )
 
 
 async def service_stats(
-    conn: Connection, project: str, plan: RangePlan, service_name: str | None, top: int
+    conn: Connection, project: str, plan: RangePlan, service_name: str | None, top: int, name_unknown: bool = False
 ) -> list[ServiceAggregate]:
+    keys = service_keys(service_name, name_unknown=name_unknown)
+    first, second = (None, None) if keys is None else (keys[0], keys[-1])
     if plan.whole:
-        rows = await conn.fetch(SERVICE_ROWS_WHOLE, project, service_name)
+        rows = await conn.fetch(SERVICE_ROWS_WHOLE, project, first, second)
     else:
-        rows = await conn.fetch(SERVICE_ROWS_RANGE, *plan.params(project), service_name)
-    by_service: dict[str, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        if row[2] > 0:
-            by_service.setdefault(row[0], []).append(tuple(row))
-    stats = [service_aggregate(service, names, top) for service, names in by_service.items()]
-    stats.sort(key=lambda s: (-s.event_count, s.service_name or ""))
-    return stats
+        rows = await conn.fetch(SERVICE_ROWS_RANGE, *plan.params(project), first, second)
+    return group_services((tuple(row) for row in rows), top, name_unknown=name_unknown)
+
+
+async def service_names(conn: Connection, project: str, name_unknown: bool) -> list[str]:
+    return named_services([row[0] for row in await conn.fetch(SERVICE_NAMES, project)], name_unknown)
+
+
+async def service_series(
+    conn: Connection, project: str, services: list[str], lo: int, hi: int, bucket_minutes: int
+) -> list[SeriesRow]:
+    rows = await conn.fetch(SERVICE_SERIES, project, lo, hi, services, bucket_minutes)
+    return [SeriesRow(r[0], r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
+
+
+async def record_lifetime(conn: Connection, lifetime: Lifetime) -> None:
+    await conn.execute(UPSERT_LIFETIME, *msgspec.structs.astuple(lifetime))
+
+
+async def lifetimes(conn: Connection, since_ms: int) -> LifetimeHistory:
+    first = await conn.fetchval(FIRST_START)
+    rows = await conn.fetch(SELECT_LIFETIMES, since_ms)
+    return LifetimeHistory(first, [Lifetime(*row) for row in rows])
 
 
 async def top_events(conn: Connection, project: str, plan: RangePlan, limit: int | None) -> list[EventCount]:

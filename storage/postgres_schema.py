@@ -153,7 +153,21 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+# Server lifetimes (server/uptime.py): one row per process, for the health's availability figure.
+_V2: Final = (
+    """
+    CREATE TABLE lifetimes (
+        id text PRIMARY KEY,
+        node text NOT NULL,
+        started_ms bigint NOT NULL,
+        last_seen_ms bigint NOT NULL,
+        stopped_ms bigint
+    )
+    """,
+    "CREATE INDEX lifetimes_last_seen ON lifetimes (last_seen_ms)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _CREATE_MIGRATIONS_TABLE: Final = (

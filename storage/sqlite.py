@@ -44,8 +44,11 @@ from storage.base import (
     EventPage,
     History,
     HistoryKey,
+    Lifetime,
+    LifetimeHistory,
     MinuteRow,
     Project,
+    SeriesRow,
     ServiceAggregate,
     Snapshot,
     StoreUnavailable,
@@ -493,6 +496,12 @@ class SqliteStore(WriteQueueFront):
             lambda conn: sql.query_events_ascending(conn, self._num(conn, flt.project), flt, limit, after)
         )
 
+    async def query_events_descending(self, flt: EventFilter, *, limit: int, before: Cursor | None) -> list[Event]:
+        assert 1 <= limit <= MAX_PAGE, f"limit {limit!r} not clamped to 1..{MAX_PAGE}"
+        return await self._read(
+            lambda conn: sql.query_events_descending(conn, self._num(conn, flt.project), flt, limit, before)
+        )
+
     async def events_after(self, project: str, after_seq: int, *, limit: int) -> list[Event]:
         return await self._events(project, sql.SELECT_EVENTS_AFTER, after_seq, limit)
 
@@ -518,8 +527,8 @@ class SqliteStore(WriteQueueFront):
     async def count_events(self, project: str) -> int:
         return await self._read(lambda conn: int(conn.execute(sql.COUNT_EVENTS, (project,)).fetchone()[0]))
 
-    async def service_names(self, project: str) -> list[str]:
-        return await self._read(lambda conn: [r[0] for r in conn.execute(agg.SERVICE_NAMES, (project,))])
+    async def service_names(self, project: str, *, name_unknown: bool = False) -> list[str]:
+        return await self._read(lambda conn: agg.read_service_names(conn, project, name_unknown))
 
     async def service_stats(
         self,
@@ -529,9 +538,12 @@ class SqliteStore(WriteQueueFront):
         until_ms: int | None = None,
         service_name: str | None = None,
         top: int = 10,
+        name_unknown: bool = False,
     ) -> list[ServiceAggregate]:
         plan = plan_range(since_ms, until_ms)
-        return await self._read(lambda conn: agg.read_service_stats(conn, project, plan, service_name, top))
+        return await self._read(
+            lambda conn: agg.read_service_stats(conn, project, plan, service_name, top, name_unknown)
+        )
 
     async def top_events(
         self, project: str, *, since_ms: int | None = None, until_ms: int | None = None, limit: int = 10
@@ -550,6 +562,33 @@ class SqliteStore(WriteQueueFront):
     ) -> list[MinuteRow]:
         lo, hi = since_ms // MINUTE_MS, until_ms // MINUTE_MS
         return await self._read(lambda conn: agg.read_minute_series(conn, project, lo, hi, service_name))
+
+    async def service_series(
+        self, project: str, services: list[str], *, since_ms: int, until_ms: int, bucket_minutes: int
+    ) -> list[SeriesRow]:
+        lo, hi = since_ms // MINUTE_MS, until_ms // MINUTE_MS
+        return await self._read(
+            lambda conn: agg.read_service_series(conn, project, services, lo, hi, max(1, bucket_minutes))
+        )
+
+    # server lifetimes ---------------------------------------------------------------------------
+    async def record_lifetime(self, lifetime: Lifetime) -> None:
+        self._require_running()  # (the writer thread is gone once the store closes)
+        # One autocommitted statement on the writer thread, in queue order with the appends.
+        await self._on_writer(self._upsert_lifetime, lifetime)
+
+    def _upsert_lifetime(self, lifetime: Lifetime) -> None:
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        self._writer.execute(sql.UPSERT_LIFETIME, msgspec.structs.astuple(lifetime))
+
+    async def lifetimes(self, since_ms: int) -> LifetimeHistory:
+        def read(conn: sqlite3.Connection) -> LifetimeHistory:
+            first = conn.execute(sql.FIRST_START).fetchone()[0]
+            rows = conn.execute(sql.SELECT_LIFETIMES, (since_ms,)).fetchall()
+            return LifetimeHistory(first, [Lifetime(*row) for row in rows])
+
+        return await self._read(read)
 
     # snapshots ----------------------------------------------------------------------------------
     async def load_snapshot(self, project: str, kind: str, key: str) -> Snapshot | None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+import msgspec
+
 from protocol.record import Event
 from storage import sqlite_schema as sql
 from storage.aggregates import (
@@ -27,10 +29,12 @@ from storage.aggregates import (
     RangePlan,
     day_string,
     fold_minutes,
+    group_services,
+    named_services,
     rollup,
-    service_aggregate,
+    service_keys,
 )
-from storage.base import DayCount, EventCount, MinuteRow, ServiceAggregate
+from storage.base import DayCount, EventCount, MinuteRow, SeriesRow, ServiceAggregate
 
 
 def upsert(conn: sqlite3.Connection, stored: list[Event]) -> None:
@@ -60,9 +64,10 @@ _PER_NAME: Final = (
     "SELECT service, name, sum(count), sum(with_status), sum(errors), sum(with_rt), total(rt_sum),"
     " max(last_seen) FROM ({rows}) WHERE {service} GROUP BY service, name"
 )
-SERVICE_ROWS_RANGE: Final = _PER_NAME.format(rows=_RANGE_ROWS, service="(?8 IS NULL OR service = ?8)")
+# One service key, or two (a name and ''), or none (NULL: every service)
+SERVICE_ROWS_RANGE: Final = _PER_NAME.format(rows=_RANGE_ROWS, service="(?8 IS NULL OR service IN (?8, ?9))")
 SERVICE_ROWS_WHOLE: Final = _PER_NAME.format(
-    rows=f"SELECT {_COLS} FROM agg_total WHERE project = ?1", service="(?2 IS NULL OR service = ?2)"
+    rows=f"SELECT {_COLS} FROM agg_total WHERE project = ?1", service="(?2 IS NULL OR service IN (?2, ?3))"
 )
 TOP_EVENTS_RANGE: Final = (
     f"SELECT name, sum(count) AS n FROM ({_RANGE_ROWS}) GROUP BY name HAVING n > 0"
@@ -73,7 +78,7 @@ TOP_EVENTS_WHOLE: Final = (
     " ORDER BY n DESC, name LIMIT ?2"
 )
 PER_DAY: Final = f"SELECT day, sum(count) AS n FROM ({_RANGE_ROWS}) GROUP BY day HAVING n > 0 ORDER BY day"
-SERVICE_NAMES: Final = "SELECT DISTINCT service FROM agg_total WHERE project = ? AND service != '' AND count > 0 ORDER BY service"
+SERVICE_NAMES: Final = "SELECT DISTINCT service FROM agg_total WHERE project = ? AND count > 0 ORDER BY service"
 
 MINUTE_SERIES: Final = (
     "SELECT service, minute, sum(count), sum(with_status), sum(errors), sum(with_rt), total(rt_sum)"
@@ -81,23 +86,38 @@ MINUTE_SERIES: Final = (
     " GROUP BY service, minute HAVING sum(count) > 0 ORDER BY service, minute"
 )
 
-ServiceRow = tuple[str, str, int, int, int, int, float, int]
+# Buckets of ?5 minutes from minute ?2 through ?3 of the services ?4 (a JSON array of keys)
+SERVICE_SERIES: Final = (
+    "SELECT (minute - ?2) / ?5 AS bucket, sum(count), sum(with_status), sum(errors), sum(with_rt),"
+    " total(rt_sum) FROM agg_minute WHERE project = ?1 AND minute BETWEEN ?2 AND ?3"
+    " AND service IN (SELECT value FROM json_each(?4)) GROUP BY bucket HAVING sum(count) > 0 ORDER BY bucket"
+)
 
 
 def read_service_stats(
-    conn: sqlite3.Connection, project: str, plan: RangePlan, service_name: str | None, top: int
+    conn: sqlite3.Connection, project: str, plan: RangePlan, service_name: str | None, top: int,
+    name_unknown: bool = False,
 ) -> list[ServiceAggregate]:
+    keys = service_keys(service_name, name_unknown=name_unknown)
+    first, second = (None, None) if keys is None else (keys[0], keys[-1])
     if plan.whole:
-        rows = conn.execute(SERVICE_ROWS_WHOLE, (project, service_name)).fetchall()
+        rows = conn.execute(SERVICE_ROWS_WHOLE, (project, first, second)).fetchall()
     else:
-        rows = conn.execute(SERVICE_ROWS_RANGE, (*plan.params(project), service_name)).fetchall()
-    by_service: dict[str, list[ServiceRow]] = {}
-    for row in rows:
-        if row[2] > 0:
-            by_service.setdefault(row[0], []).append(row)
-    stats = [service_aggregate(service, names, top) for service, names in by_service.items()]
-    stats.sort(key=lambda s: (-s.event_count, s.service_name or ""))
-    return stats
+        rows = conn.execute(SERVICE_ROWS_RANGE, (*plan.params(project), first, second)).fetchall()
+    return group_services(rows, top, name_unknown=name_unknown)
+
+
+def read_service_names(conn: sqlite3.Connection, project: str, name_unknown: bool) -> list[str]:
+    """Services with events; ``name_unknown``: those sent without one named UNKNOWN_SERVICE, else left out."""
+    return named_services([name for (name,) in conn.execute(SERVICE_NAMES, (project,))], name_unknown)
+
+
+def read_service_series(
+    conn: sqlite3.Connection, project: str, services: list[str], lo: int, hi: int, bucket_minutes: int
+) -> list[SeriesRow]:
+    keys = msgspec.json.encode(services).decode()
+    rows = conn.execute(SERVICE_SERIES, (project, lo, hi, keys, bucket_minutes)).fetchall()
+    return [SeriesRow(b, n, st, er, wr, float(rs)) for b, n, st, er, wr, rs in rows]
 
 
 def read_top_events(conn: sqlite3.Connection, project: str, plan: RangePlan, limit: int) -> list[EventCount]:

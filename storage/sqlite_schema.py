@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
-from storage.base import Cursor, EventFilter, EventPage
+from storage.base import UNKNOWN_SERVICE, Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
 # ``events.project_num`` is a small integer standing for the project id (table project_nums):
@@ -107,7 +107,21 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+# Server lifetimes (server/uptime.py): one row per process, for the health's availability figure.
+_V2: Final = (
+    """
+    CREATE TABLE lifetimes (
+        id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        stopped_ms INTEGER
+    )
+    """,
+    "CREATE INDEX lifetimes_last_seen ON lifetimes (last_seen_ms)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -226,6 +240,16 @@ UPSERT_SNAPSHOT: Final = (
 )
 SELECT_SNAPSHOT: Final = "SELECT state, upto_seq FROM snapshots WHERE project = ? AND kind = ? AND key = ?"
 
+# Server lifetimes
+UPSERT_LIFETIME: Final = (
+    "INSERT INTO lifetimes (id, node, started_ms, last_seen_ms, stopped_ms) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, stopped_ms = excluded.stopped_ms"
+)
+FIRST_START: Final = "SELECT min(started_ms) FROM lifetimes"
+SELECT_LIFETIMES: Final = (
+    "SELECT id, node, started_ms, last_seen_ms, stopped_ms FROM lifetimes WHERE last_seen_ms >= ? ORDER BY started_ms"
+)
+
 # Aggregate totals, shared by count_events and the unfiltered query_events page.
 COUNT_EVENTS: Final = "SELECT coalesce(sum(count), 0) FROM agg_total WHERE project = ?"
 
@@ -236,7 +260,11 @@ def _where(num: int, flt: EventFilter) -> tuple[str, list[object]]:
     clauses = ["project_num = ?"]
     params: list[object] = [num]
     for column, op, value in flt.column_terms():
-        clauses.append(f"{column} {op} ?")
+        if column == "service_name" and value == UNKNOWN_SERVICE:
+            # "unknown" also names the events sent without a service (storage.aggregates)
+            clauses.append("(service_name = ? OR service_name IS NULL)")
+        else:
+            clauses.append(f"{column} {op} ?")
         params.append(value)
     if flt.name_contains is not None:
         # instr() rather than LIKE: no wildcard characters to escape in the user's text.
@@ -266,7 +294,7 @@ def _aggregate_count(conn: sqlite3.Connection, flt: EventFilter) -> int | None:
         return None  # SQLite's lower() folds ASCII only; the log path handles the rest
     clauses, params = ["project = ?"], [flt.project]
     if flt.service_name is not None:
-        clauses.append("service = ?")
+        clauses.append("service IN (?, '')" if flt.service_name == UNKNOWN_SERVICE else "service = ?")
         params.append(flt.service_name)
     if flt.event_name is not None:
         clauses.append("name = ?")
@@ -303,6 +331,22 @@ def query_events(
     events = [event_from_row(flt.project, row) for row in rows[:limit]]
     next_cursor = Cursor(events[-1].timestamp, events[-1].seq) if len(rows) > limit else None
     return EventPage(events=events, filtered=int(filtered), next_cursor=next_cursor)
+
+
+def query_events_descending(
+    conn: sqlite3.Connection, num: int, flt: EventFilter, limit: int, before: Cursor | None
+) -> list[Event]:
+    """One page of a large listing, newest first: query_events' index ranges, and no count."""
+    where, params = _where(num, flt)
+    if before is not None:
+        where += " AND timestamp <= ? AND (timestamp < ? OR seq < ?)"
+        params += [before.timestamp, before.timestamp, before.seq]
+    page_sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events{_index_hint(flt)} WHERE {where}"
+        " ORDER BY timestamp DESC, seq DESC LIMIT ?"
+    )
+    rows = conn.execute(page_sql, (*params, limit)).fetchall()
+    return [event_from_row(flt.project, row) for row in rows]
 
 
 def query_events_ascending(

@@ -43,17 +43,17 @@ async def test_stats_show_the_rate_of_their_own_project_only(tmp_path: pathlib.P
             async with ResumeClient(f"{proc.url}{STREAM}?key={quiet_key}") as quiet, \
                        ResumeClient(f"{proc.url}{STREAM}?key={proc.secret_key}") as busy:  # fmt: skip
                 stats = await next_stats(quiet)
-                assert stats["totalEvents"] == 0
+                assert stats["totalEventCount"] == 0
                 assert stats["eventsPerSecond"] == 0  # not the busy project's traffic
                 busy_stats = await next_stats(busy)
-                assert busy_stats["totalEvents"] == 300
+                assert busy_stats["totalEventCount"] == 300
                 assert busy_stats["eventsPerSecond"] > 0
 
                 await send_batch(http, quiet_key, 30)
                 with trio.fail_after(STEP_S):  # the aggregates may lag the answer by a flush
-                    while (stats := await next_stats(quiet))["totalEvents"] < 30:
+                    while (stats := await next_stats(quiet))["totalEventCount"] < 30:
                         pass
-                assert stats["totalEvents"] == 30
+                assert stats["totalEventCount"] == 30
                 assert 0 < stats["eventsPerSecond"]
                 busy_stats = await next_stats(busy)
                 assert busy_stats["eventsPerSecond"] > stats["eventsPerSecond"]  # 300 events against 30

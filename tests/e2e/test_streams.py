@@ -45,7 +45,7 @@ async def test_sse_sends_stats_and_ping(tmp_path: Any) -> None:
             await client.post("/api/events/track/login", json={"serviceName": "user-service"})
             async with SSEClient(f"{proc.url}/api/events/stream") as sse:
                 _, stats = await sse.next_of_type("stats")
-                assert stats["data"]["totalEvents"] == 1
+                assert stats["data"]["totalEventCount"] == 1
                 assert stats["data"]["totalServices"] == 1
                 _, ping = await sse.next_of_type("ping")
                 assert isinstance(ping["timestamp"], int)
