@@ -6,6 +6,7 @@ would serve them, so every request the monitor makes to Pulse is cross-origin.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import os
@@ -32,7 +33,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+# One Chromium per module, not per session: while Playwright's sync API is active, asyncio takes its
+# loop for the thread's running loop, which breaks every later asyncio user in this process (asyncpg
+# under trio-asyncio in the PostgreSQL tests).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
@@ -42,12 +46,24 @@ def browser() -> Iterator[Any]:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    # Playwright's sync API makes its own asyncio loop through the current event loop policy; once
+    # trio-asyncio's policy is installed (the PostgreSQL tests install it) that would be a trio-asyncio
+    # loop, which cannot run inside Playwright's greenlets: make it a plain asyncio loop.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        manager = sync_playwright()
+        playwright = manager.__enter__()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    try:
         chromium = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
         try:
             yield chromium
         finally:
             chromium.close()
+    finally:
+        manager.__exit__(None, None, None)
 
 
 @pytest.fixture
