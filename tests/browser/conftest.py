@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -69,12 +69,8 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def pulse(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
     """A fresh Pulse on loopback (open access to the default project)."""
-    proc = ServerProcess(tmp_path / "pulse-data").start()
-    try:
+    with serving(tmp_path / "pulse-data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
