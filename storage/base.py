@@ -14,6 +14,8 @@ from typing import Final, Protocol
 import msgspec
 
 from protocol.record import AppendOutcome, Event
+from storage.trigger_records import TriggerStore
+from storage.webhook_records import WebhookStore
 
 MAX_PAGE: Final = 1000
 # The service name under which events sent without a serviceName are reported and selected (the
@@ -171,7 +173,7 @@ class History(msgspec.Struct, frozen=True):
     events: list[Event]
 
 
-class Store(Protocol):
+class Store(TriggerStore, WebhookStore, Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
         """Open the backend, run the group-commit writer until cancelled, then flush and close."""

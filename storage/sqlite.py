@@ -55,6 +55,8 @@ from storage.base import (
     new_project,
 )
 from storage.history_reads import HistoryReads
+from storage.sqlite_triggers import SqliteTriggerMethods
+from storage.sqlite_webhooks import SqliteWebhookMethods
 from storage.write_queue import Write, WriteQueueFront
 
 DB_FILE: Final = "pulse.db"
@@ -155,7 +157,7 @@ def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore(WriteQueueFront):
+class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, WriteQueueFront):
     """The Store on an embedded SQLite database in ``data_dir``.
 
     ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,
