@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
-from storage import triggers_schema, webhooks_schema
+from storage import approvals_schema, triggers_schema, webhooks_schema, workflows_schema
 from storage.base import UNKNOWN_SERVICE, Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
@@ -123,7 +123,8 @@ _V2: Final = (
 )
 
 # Triggers, experiments and webhook deliveries (issue 13): their DDL lives beside their code.
-_V3: Final = triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL
+_V3: Final = (triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL + workflows_schema.SQLITE_DDL
+       + approvals_schema.SQLITE_DDL)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
