@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -18,6 +18,7 @@ import trio
 
 from actors.automation import records as automation_records
 from actors.automation.engine import Fired
+from actors.automation.workflows import is_workflow_id
 from actors.cluster import ActorRouter
 from actors.fanout import Fanout, Message
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, KIND_TRIGGER, Attrs
@@ -84,6 +85,9 @@ class IngestPipeline:
         # Called with (project, data, dedup key) for each trigger firing (the trigger_fired webhooks);
         # synchronous, never blocks.
         self.on_trigger_fired: Callable[[str, dict[str, Any], str], None] | None = None
+        # Called with (project, firings) when workflows fired (server/workflow_scheduler.py): stores
+        # their actions durably before the request is answered.
+        self.on_workflow_fired: Callable[[str, list[FiredInSession]], Awaitable[None]] | None = None
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
@@ -212,12 +216,21 @@ class IngestPipeline:
         hook = self.on_trigger_fired
         if hook is not None:
             for session_id, user_id, item in fired:
-                if item.executed:
+                if item.executed and not is_workflow_id(item.trigger_id):  # a workflow's actions notify
                     try:
                         hook(project, automation_records.webhook_data(item, session_id, user_id), item.execution_id)
                     except Exception:  # a hook's bug must not fail the request
                         log.exception("trigger_fired hook failed")
                         self.metrics.drops["trigger_hook_error"] += 1
+        schedule = self.on_workflow_fired
+        if schedule is not None:
+            workflows = [f for f in fired if f[2].executed and is_workflow_id(f[2].trigger_id)]
+            if workflows:
+                try:
+                    await schedule(project, workflows)
+                except Exception:  # StoreError: the events are stored; these actions are lost, counted
+                    log.exception("scheduling workflow actions failed")
+                    self.metrics.drops["workflow_schedule_failed"] += len(workflows)
         return fired
 
     async def _wait_for_room(self, groups: Groups) -> None:
@@ -276,7 +289,7 @@ class IngestPipeline:
                 metrics.append((KIND_METRICS, attrs, metrics_message(sessions[session_id]), 0))
         messages += metrics
         for session_id, user_id, item in fired:  # to the session's conversion_triggers subscribers
-            if item.executed:
+            if item.executed and not is_workflow_id(item.trigger_id):  # workflows push their actions
                 attrs = Attrs(session_id, user_id, None, item.event_type)
                 messages.append((KIND_TRIGGER, attrs, automation_records.notification(item, session_id, user_id), item.seq))
         await self.fanout.publish(project, messages)

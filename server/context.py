@@ -22,6 +22,7 @@ from server.http import HotRequest
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.webhooks.service import WebhookService
+from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Store
 
 
@@ -41,6 +42,8 @@ class Pulse:
     insights: InsightService
     webhooks: WebhookService  # signed webhook deliveries: webhooks.notify(project, kind, data, dedup_key)
     triggers: TriggerIndex  # every project's triggers as the session actors evaluate them (actors/automation/)
+    # automation workflows: their rules (workflows.rules) and durable delayed actions (server/workflow_scheduler.py)
+    workflows: WorkflowScheduler | None = None
     started_at: float = field(default_factory=time.time)
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set

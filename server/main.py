@@ -23,6 +23,7 @@ import trio
 from hypercorn.config import Config
 
 from actors.automation.index import TriggerIndex
+from actors.automation.workflow_rules import WorkflowRules
 from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
@@ -43,6 +44,7 @@ from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.uptime import LifetimeRecorder
 from server.webhooks.service import WebhookService
+from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Project, Store
 from storage.sqlite import SqliteStore
 
@@ -178,7 +180,11 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         insights = InsightService(store)
         triggers = TriggerIndex()  # every project's triggers, for the session actors (actors/automation/)
+        if bus is not None:  # approval limits are split between the live nodes (actors/automation/approval.py)
+            triggers.limits.nodes = lambda: len(bus.live_nodes()) or 1
         await services.start(partial(triggers.run, store))  # loaded now, then reloaded: other nodes' changes
+        workflow_rules = WorkflowRules(triggers)  # workflows: another rule source of the same engine
+        await services.start(partial(workflow_rules.run, store))
         sessions = partial(SessionActor, insights=insights, triggers=triggers)
         actors = ActorSystem(store, {"session": sessions, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
@@ -201,6 +207,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(webhooks.run)
         pipeline.after_commit = webhooks.events_committed  # deliveries for the event types webhooks chose
         pipeline.on_trigger_fired = lambda project, data, key: webhooks.notify(project, "trigger_fired", data, key)
+        workflows = WorkflowScheduler(store, workflow_rules, node_id, fanout=fanout, webhooks=webhooks)
+        await services.start(workflows.run)  # durable delayed actions, claimed with a lease
+        pipeline.on_workflow_fired = workflows.schedule
         pulse = Pulse(
             settings=settings,
             store=store,
@@ -216,6 +225,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             insights=insights,
             webhooks=webhooks,
             triggers=triggers,
+            workflows=workflows,
         )
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)

@@ -93,6 +93,7 @@ class PulseCollector(Collector):
         yield from self._queues(node)
         yield from self._drops(node)
         yield from self._webhooks(node)
+        yield from self._workflows(node)
         if self.pulse.bus is not None:
             yield from self._cluster(node)
 
@@ -219,6 +220,39 @@ class PulseCollector(Collector):
         yield depth
         yield _gauge("pulse_webhook_in_flight", "Webhook delivery attempts in flight on this node", node,
                      service.in_flight)
+
+    def _workflows(self, node: str) -> Iterable[Metric]:
+        """The workflow scheduler's totals (server/workflow_scheduler.py) and the store's action
+        backlog (re-read every few seconds, not at scrape time)."""
+        scheduler = self.pulse.workflows
+        if scheduler is None:
+            return
+        counts = scheduler.counts
+        actions = CounterMetricFamily(
+            "pulse_workflow_actions",
+            "Workflow actions by outcome on this node: scheduled (stored), deduplicated (a firing seen twice), "
+            "schedule_failed (lost: the store refused them), run (done here), fenced (ended after its lease passed "
+            "to another node), reclaimed (claimed after an expired lease), released (given back at shutdown), "
+            "errors (a run failed; it runs again after its lease), timeouts, skipped (its workflow was deleted, paused "
+            "or rejected since it fired)",
+            labels=["node", "outcome"],
+        )
+        for outcome, key in (("scheduled", "actions_scheduled"), ("deduplicated", "actions_deduplicated"),
+                             ("schedule_failed", "schedule_failed"), ("run", "actions_run"),
+                             ("fenced", "actions_fenced"), ("reclaimed", "actions_reclaimed"),
+                             ("released", "actions_released"), ("errors", "run_errors"),
+                             ("timeouts", "run_timeouts"), ("skipped", "actions_skipped")):
+            actions.add_metric([node, outcome], counts[key])
+        yield actions
+        yield _counter("pulse_workflow_webhooks", "workflow_action webhook deliveries recorded by workflow actions",
+                       node, counts["webhooks_recorded"])
+        yield _counter("pulse_workflow_stream_pushes", "workflow actions pushed to conversion_triggers streams", node,
+                       counts["stream_pushed"])
+        depth = GaugeMetricFamily("pulse_workflow_action_queue", "Workflow actions in the store by status (all nodes)",
+                                  labels=["node", "status"])
+        depth.add_metric([node, "scheduled"], scheduler.depth[0])
+        depth.add_metric([node, "running"], scheduler.depth[1])
+        yield depth
 
     def _cluster(self, node: str) -> Iterable[Metric]:
         bus = self.pulse.bus

@@ -17,7 +17,15 @@ from quart_trio import QuartTrio
 
 from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
-from server import assets, insight_routes, queries, trigger_routes
+from server import (
+    approval_routes,
+    assets,
+    insight_routes,
+    integration_routes,
+    queries,
+    trigger_routes,
+    workflow_routes,
+)
 from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
@@ -147,6 +155,9 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     user_insights = insight_routes.register(app, pulse, access, args, json_response)
     webhook_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/webhooks (docs/automation.md)
     trigger_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/triggers (docs/automation.md)
+    approval_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/hitl (docs/automation.md)
+    integration_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/integration (docs/automation.md)
+    workflow_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/automation/workflows
 
     @app.get("/api/v1/behavioral/sessions/<session_id>")
     async def session_state(session_id: str) -> Response:

@@ -32,6 +32,7 @@ from actors.automation import abtest
 from actors.automation import records as automation_records
 from actors.automation.conditions import DictContext
 from actors.automation.definition import (
+    GATED_STATUSES,
     ABTest,
     Optimization,
     TriggerDef,
@@ -44,6 +45,7 @@ from actors.automation.performance import performance, variant_data
 from actors.hub import KIND_TRIGGER, Attrs
 from protocol.errors import InvalidInput, TooLarge
 from protocol.normalize import iso_ms
+from server import approval_routes
 from server.context import Pulse
 from storage.trigger_records import TriggerRow
 
@@ -74,6 +76,9 @@ def _row(project: str, trigger: TriggerDef) -> TriggerRow:
         updated_ms=trigger.updated,
         body=_json.encode(trigger).decode(),
     )
+
+
+trigger_row = _row  # the stored row of a definition (server/approval_routes.py saves decided triggers too)
 
 
 def view(trigger: TriggerDef, now: int) -> dict[str, Any]:
@@ -120,6 +125,22 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         await pulse.store.save_trigger(_row(project, trigger))
         pulse.triggers.put(trigger, project)  # this node at once; the others at their next reload
 
+    async def gate(project: str, trigger: TriggerDef) -> TriggerDef:
+        """Held ``pending_approval`` with a new approval when it needs one (server/approval_routes.py)."""
+        held = await approval_routes.gate_on_create(
+            pulse, project, kind="trigger", target_id=trigger.trigger_id, requires=trigger.requires_approval,
+            impact=trigger.impact, description=trigger.description or trigger.name,
+            automation={"triggerType": trigger.trigger_type, "actions": [a.type for a in trigger.actions]},
+        )  # fmt: skip
+        return trigger if held is None else msgspec.structs.replace(trigger, status="pending_approval", approval=held)
+
+    def approval_answer(trigger: TriggerDef) -> dict[str, Any]:
+        if trigger.status != "pending_approval" or trigger.approval is None:
+            return {}
+        held = trigger.approval
+        return {"approvalId": held.approval_id,
+                "approval": {"approvalId": held.approval_id, "status": "pending", "reason": held.reason}}
+
     @app.post(BASE)
     async def create_trigger() -> Response:
         granted = await access()
@@ -130,12 +151,14 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         if len(await pulse.store.list_triggers(project)) >= MAX_TRIGGERS:
             raise InvalidInput("$", f"a project has at most {MAX_TRIGGERS} triggers; delete one first", status=409,
                                code="limit_reached")
+        trigger = await gate(project, trigger)
         await save(project, trigger)
         return json_response({
             "triggerId": trigger.trigger_id,
             "status": public_status(trigger, now),
             "created": iso_ms(trigger.created),
             "performance": performance([], None),
+            **approval_answer(trigger),
         }, 201)
 
     @app.get(BASE)
@@ -161,9 +184,17 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         if previous is None:
             return not_found(trigger_id)
         body = await _json_body()
+        held = previous.status in GATED_STATUSES
+        if held and isinstance(body, dict) and "status" in body:
+            raise InvalidInput("$.status", f"the trigger is {previous.status}: only an approval decision changes that",
+                               status=409, code=previous.status)
         trigger = parse_trigger(body, trigger_id, max(now_ms(), previous.updated + 1), previous)
+        if held:  # a schedule change must not lift the gate either
+            trigger = msgspec.structs.replace(trigger, status=previous.status)
+        elif "impact" in body or "requiresApproval" in body:  # a bigger reach than was approved: ask again
+            trigger = await gate(granted.project.id, trigger)
         await save(granted.project.id, trigger)
-        return json_response(view(trigger, now_ms()))
+        return json_response({**view(trigger, now_ms()), **approval_answer(trigger)})
 
     @app.delete(f"{BASE}/<trigger_id>")
     async def delete_trigger(trigger_id: str) -> Response:
@@ -212,6 +243,11 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         if compiled.test_id is not None:
             variant = abtest.assign(compiled.test_id, session_id, compiled.variant_names, compiled.split)
         executed = status == "active" and variant != abtest.CONTROL
+        gate = compiled.gate  # approved with conditions: enforced here as on an event
+        held_back = executed and gate is not None and trigger.approval is not None and not pulse.triggers.limits.admit(
+            project, trigger_id, trigger.approval.approval_id, gate, user_key=user_id or session_id,
+            session_id=session_id, device=context.value("deviceType"))
+        executed = executed and not held_back
         _, reasons = compiled.conditions.explain(context)
         actions = compiled.actions_for(variant)
         eid = "exe_" + secrets.token_hex(12)
@@ -228,7 +264,8 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
             attrs = Attrs(session_id, user_id, None, fired.event_type or None)
             await pulse.fanout.publish(project, [(KIND_TRIGGER, attrs, message, 0)])
             pulse.webhooks.notify(project, "trigger_fired", automation_records.webhook_data(fired, session_id, user_id), eid)
-        why = None if executed else (f"the trigger is {status}" if status != "active" else "control variant: fires nothing")
+        why = None if executed else (f"the trigger is {status}" if status != "active" else
+                                     "an approval condition holds it back" if held_back else "control variant: fires nothing")
         return json_response({
             "executionId": eid,
             "triggered": executed,

@@ -99,7 +99,12 @@ OPS: Final[dict[str, Callable[[object, Any], bool]]] = {
     "less_than": lambda a, e: type(a) in _NUMERIC and a < e,  # type: ignore[operator]
     "contains": lambda a, e: a is not None and _contains(a, e),
     "in": lambda a, e: a is not None and any(_equals(a, item) for item in e),
+    # the map form's inclusive bounds (workflows: {"engagementScore": {"min": 0.8}})
+    "min": lambda a, e: type(a) in _NUMERIC and a >= e,  # type: ignore[operator]
+    "max": lambda a, e: type(a) in _NUMERIC and a <= e,  # type: ignore[operator]
 }
+# The map form's operators: ``{"field": {"min": 0.8, "max": 1}}``, ``{"field": value}`` (equals).
+MAP_OPERATORS: Final = ("min", "max", "equals", "not_equals", "greater_than", "less_than", "contains", "in")
 
 
 class Filter(msgspec.Struct, frozen=True):
@@ -246,6 +251,49 @@ def compile_conditions(spec: object, where: str = "$.conditions") -> Conditions:
         raise InvalidInput(f"{where}.match", f"must be all or any, got {match!r}")
     compiled = tuple(compile_filter(f, f"{where}.filters[{i}]") for i, f in enumerate(filters))
     return Conditions(event_type.strip().lower(), compiled, match_any=match == "any")
+
+
+def compile_condition_map(spec: object, where: str, event_type: str = "*") -> Conditions:
+    """The map form (workflow triggers): ``{"engagementScore": {"min": 0.8}, "deviceType": "mobile"}``.
+    Each key is a field (as in ``filters``); its value is either a scalar (equals) or an object of
+    operators from MAP_OPERATORS (``min``/``max`` inclusive), all of which must hold. Every field
+    must hold (match all). Errors name the path: ``$.triggers[0].conditions.engagementScore.minimum``."""
+    if not isinstance(spec, dict) or not spec:
+        raise InvalidInput(where, "must be a non-empty object of field -> value or {operator: value}")
+    if len(spec) > MAX_FILTERS:
+        raise InvalidInput(where, f"at most {MAX_FILTERS} fields")
+    filters: list[Filter] = []
+    for name, given in spec.items():
+        at = f"{where}.{name}"
+        kind = field_type(name, at)
+        if not isinstance(given, dict):
+            _check_scalar(given, kind, at)
+            filters.append(Filter(name, "equals", given))
+            continue
+        if not given:
+            raise InvalidInput(at, f"an empty operator object; use one or more of {', '.join(MAP_OPERATORS)}")
+        for op, value in given.items():
+            op_at = f"{at}.{op}"
+            if op not in MAP_OPERATORS:
+                raise InvalidInput(op_at, f"unknown operator {op!r}; one of {', '.join(MAP_OPERATORS)}")
+            if op in ("min", "max", "greater_than", "less_than"):
+                if kind == STRING:
+                    raise InvalidInput(op_at, f"{op} needs a numeric field; {name!r} is a string")
+                _check_scalar(value, NUMBER, op_at)
+            elif op == "contains":
+                if kind == NUMBER:
+                    raise InvalidInput(op_at, f"contains needs a string or list field; {name!r} is a number")
+                _check_scalar(value, STRING if kind == STRING else ANY, op_at)
+            elif op == "in":
+                if not isinstance(value, list) or not value or len(value) > MAX_IN_VALUES:
+                    raise InvalidInput(op_at, f"a non-empty list of at most {MAX_IN_VALUES} values")
+                for i, item in enumerate(value):
+                    _check_scalar(item, kind, f"{op_at}[{i}]")
+                value = tuple(value)
+            else:
+                _check_scalar(value, kind, op_at)
+            filters.append(Filter(name, op, value))
+    return Conditions(event_type, tuple(filters))
 
 
 def path_value(root: object, path: str) -> object | None:

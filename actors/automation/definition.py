@@ -3,8 +3,10 @@
 ``parse_trigger`` turns a request body into a ``TriggerDef`` (400s name the field); ``TriggerDef``
 is stored as JSON (storage/triggers_schema.py) and compiled into a ``CompiledTrigger`` for the
 session actors (actors/automation/index.py). Status: ``active`` or ``paused`` (stored);
-``expired`` is answered for an active trigger whose schedule has ended. A later approval gate adds
-``pending_approval`` to STATUSES: anything but ``active`` fires nothing.
+``expired`` is answered for an active trigger whose schedule has ended. The approval gate
+(actors/automation/approval.py) adds GATED_STATUSES, set only by the approval routes:
+``pending_approval`` until a human decides, ``rejected`` after a rejection. Anything but ``active``
+fires nothing.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from typing import Any, Final
 
 import msgspec
 
+from actors.automation.approval import ApprovalGate, parse_impact
 from actors.automation.conditions import Conditions, compile_conditions
 from protocol.errors import InvalidInput
 
 STATUSES: Final = ("active", "paused")
+GATED_STATUSES: Final = ("pending_approval", "rejected")  # only the approval decision changes these
 PERSONALIZATION_KEYS: Final = ("persona", "deviceType", "trafficSource")
 TOP_KEYS: Final = frozenset(
     {"name", "description", "type", "triggerType", "conditions", "actions", "personalization", "schedule",
-     "cooldownSeconds", "urgency", "status"}
+     "cooldownSeconds", "urgency", "status", "requiresApproval", "impact"}
 )
 MAX_ACTIONS: Final = 20
 MAX_COOLDOWN_S: Final = 365 * 86_400
@@ -77,6 +81,9 @@ class TriggerDef(msgspec.Struct, kw_only=True, rename="camel"):
     created: int = 0  # unix ms
     updated: int = 0
     ab_test: ABTest | None = None
+    requires_approval: bool = False
+    impact: dict[str, Any] | None = None  # the seed's {expectedUsers, revenueImpact, riskLevel}
+    approval: ApprovalGate | None = None  # the approval that gates it (actors/automation/approval.py)
 
 
 def _text(body: dict[str, Any], key: str, *, required: bool, limit: int) -> str | None:
@@ -216,8 +223,11 @@ def parse_trigger(body: object, trigger_id: str, now_ms: int, previous: TriggerD
     elif urgency not in URGENCIES:
         raise InvalidInput("$.urgency", f"one of {', '.join(URGENCIES)}")
     status = body.get("status", "active")
-    if status not in STATUSES:
+    if status not in STATUSES and not (previous is not None and status == previous.status):
         raise InvalidInput("$.status", f"one of {', '.join(STATUSES)}")
+    requires = body.get("requiresApproval", False)
+    if not isinstance(requires, bool):
+        raise InvalidInput("$.requiresApproval", "must be true or false")
     schedule = _schedule(body.get("schedule"))
     if previous is None and not schedule.active:
         status = "paused"
@@ -238,6 +248,9 @@ def parse_trigger(body: object, trigger_id: str, now_ms: int, previous: TriggerD
         created=previous.created if previous is not None else now_ms,
         updated=now_ms,
         ab_test=previous.ab_test if previous is not None else None,
+        requires_approval=requires,
+        impact=parse_impact(body.get("impact")),
+        approval=previous.approval if previous is not None else None,
     )
 
 

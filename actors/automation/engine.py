@@ -250,6 +250,13 @@ class SessionTriggers:
             conditions = trigger.conditions
             if conditions.filters and not conditions.matches(context):
                 continue
+            gate = trigger.gate  # approved with conditions: the limits are counted only here, when it would fire
+            if gate is not None and not self.index.limits.admit(
+                self.project, trigger.trigger_id, trigger.definition.approval.approval_id,  # type: ignore[union-attr]
+                gate, user_key=event.user_id or self.session_id, session_id=self.session_id,
+                device=context.value("deviceType"),
+            ):  # fmt: skip
+                continue
             self._fire(trigger, event, context, mark, activity, fired)
 
     def _fire(

@@ -16,6 +16,7 @@ import msgspec
 import trio
 
 from actors.automation.abtest import CONTROL
+from actors.automation.approval import FireLimits, Gate, gate_of
 from actors.automation.conditions import Conditions, compile_conditions
 from actors.automation.definition import Action, TriggerDef, schedule_bounds
 from storage.trigger_records import TriggerRow
@@ -30,7 +31,7 @@ class CompiledTrigger:
     """What evaluation needs of a definition, precomputed once."""
 
     __slots__ = ("definition", "trigger_id", "conditions", "personalization", "start_ms", "end_ms", "cooldown_ms",
-                 "active", "test_id", "variant_names", "split", "variant_actions", "bounded")
+                 "active", "test_id", "variant_names", "split", "variant_actions", "bounded", "gate")
 
     def __init__(self, definition: TriggerDef) -> None:
         self.definition = definition
@@ -46,6 +47,7 @@ class CompiledTrigger:
         self.variant_names = [v.name for v in test.variants] if test is not None else []
         self.split = list(test.traffic_split) if test is not None else []
         self.variant_actions: dict[str, list[Action]] = {v.name: v.actions for v in test.variants} if test else {}
+        self.gate: Gate | None = gate_of(definition.approval)  # approval conditions, checked when it would fire
 
     def in_schedule(self, at_ms: int) -> bool:
         return (self.start_ms is None or at_ms >= self.start_ms) and (self.end_ms is None or at_ms < self.end_ms)
@@ -65,23 +67,44 @@ class TriggerIndex:
         # project -> event type (lowercase) -> the project's active triggers on it
         self._by_project: dict[str, dict[str, list[CompiledTrigger]]] = {}
         self._defs: dict[str, dict[str, CompiledTrigger]] = {}  # project -> trigger id -> compiled
+        # Rules of other sources (workflows: actors/automation/workflow_rules.py) that listen to
+        # every event type: project -> the active ones, and project -> rule id -> compiled (all).
+        self._any_event: dict[str, list[CompiledTrigger]] = {}
+        self._source_defs: dict[str, dict[str, CompiledTrigger]] = {}
         self.reloads = 0
         self.reload_failures = 0
+        self.limits = FireLimits()  # this node's counts for approval conditions (actors/automation/approval.py)
 
     def for_event(self, project: str, event_type: str) -> list[CompiledTrigger]:
         by_type = self._by_project.get(project)
-        if not by_type:
-            return []
-        return by_type.get(event_type.lower(), [])
+        found = by_type.get(event_type.lower(), []) if by_type else []
+        any_event = self._any_event.get(project)
+        if any_event:
+            return found + any_event if found else any_event
+        return found
 
     def has_project(self, project: str) -> bool:
-        return project in self._by_project
+        return project in self._by_project or project in self._any_event
 
     def get(self, project: str, trigger_id: str) -> CompiledTrigger | None:
-        return self._defs.get(project, {}).get(trigger_id)
+        found = self._defs.get(project, {}).get(trigger_id)
+        return found if found is not None else self._source_defs.get(project, {}).get(trigger_id)
 
     def count(self, project: str) -> int:
-        return len(self._defs.get(project, {}))
+        return len(self._defs.get(project, {})) + len(self._source_defs.get(project, {}))
+
+    def install_any_event(self, project: str, rules: dict[str, CompiledTrigger]) -> None:
+        """Replace the project's rules of the other source (workflows): evaluated on every event
+        next to the triggers, by the same engine (once per session, A/B variants, marks)."""
+        active = sorted((r for r in rules.values() if r.active), key=lambda r: (r.definition.created, r.trigger_id))
+        if rules:
+            self._source_defs[project] = rules
+        else:
+            self._source_defs.pop(project, None)
+        if active:
+            self._any_event[project] = active
+        else:
+            self._any_event.pop(project, None)
 
     def put(self, definition: TriggerDef, project: str) -> None:
         defs = dict(self._defs.get(project, {}))
