@@ -10,19 +10,25 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
 import trio
 
+from actors.automation import records as automation_records
+from actors.automation.engine import Fired
+from actors.automation.workflows import is_workflow_id
 from actors.cluster import ActorRouter
 from actors.fanout import Fanout, Message
-from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, Attrs
+from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, KIND_TRIGGER, Attrs
 from actors.metrics import Metrics
 from actors.projection import ApplyEvents
 from actors.runtime import ActorError, ActorSystem
 from protocol.record import SOURCE_BEHAVIORAL, AppendOutcome, Event
 from protocol.views import behavioral_message, event_message, metrics_message
 from storage.base import Store
+from storage.trigger_records import Execution, SessionMark
 
 log = logging.getLogger("pulse.ingest")
 
@@ -31,6 +37,7 @@ BACKPRESSURE_S: Final = 2.0  # how long a request waits for room in full actor m
 
 ActorRequests = list[tuple[tuple[str, str, str], Any]]
 Groups = list[tuple[tuple[str, str, str], list[Event]]]  # actor key -> its share of a request's events
+FiredInSession = tuple[str, str | None, Fired]  # session id, user id, the firing
 
 
 class Overloaded(Exception):
@@ -43,13 +50,17 @@ class Overloaded(Exception):
 
 
 class IngestResult:
-    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions")
+    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions", "fired")
 
-    def __init__(self, outcomes: list[AppendOutcome], processed: bool, elapsed_ms: float, sessions: dict) -> None:
+    def __init__(
+        self, outcomes: list[AppendOutcome], processed: bool, elapsed_ms: float, sessions: dict,
+        fired: list[FiredInSession] | None = None,
+    ) -> None:  # fmt: skip
         self.outcomes = outcomes
         self.processed = processed
         self.elapsed_ms = elapsed_ms
         self.sessions = sessions  # session id -> SessionView after this request
+        self.fired = fired or []  # the triggers this request's events fired (actors/automation/)
 
 
 class IngestPipeline:
@@ -68,6 +79,15 @@ class IngestPipeline:
         self._highest = 0
         self._in_flight: dict[int, int] = {}
         self._lows: list[int] = []  # heap of the keys of _in_flight (stale entries popped lazily)
+        # Called with each request's new events once committed and processed (the webhooks' event
+        # types, server/webhooks/service.py): synchronous, never blocks; one dict get when unused.
+        self.after_commit: Callable[[list[Event]], None] | None = None
+        # Called with (project, data, dedup key) for each trigger firing (the trigger_fired webhooks);
+        # synchronous, never blocks.
+        self.on_trigger_fired: Callable[[str, dict[str, Any], str], None] | None = None
+        # Called with (project, firings) when workflows fired (server/workflow_scheduler.py): stores
+        # their actions durably before the request is answered.
+        self.on_workflow_fired: Callable[[str, list[FiredInSession]], Awaitable[None]] | None = None
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
@@ -131,7 +151,8 @@ class IngestPipeline:
         # each seq only once.
         if duplicates == len(events):
             processed, sessions = await self._process(events, groups)
-            return self._done(outcomes, processed, sessions, started, 0, rejected)
+            fired = await self._triggers_fired(events[0].project, sessions)
+            return self._done(outcomes, processed, sessions, started, 0, rejected, fired)
         fresh = events if not duplicates else [e for e, o in zip(events, outcomes, strict=True) if not o.duplicate]
         low = high = fresh[0].seq
         for event in fresh:
@@ -143,23 +164,74 @@ class IngestPipeline:
         self._begin(low, high)
         try:
             processed, sessions = await self._process(events, groups)
+            fired = await self._triggers_fired(fresh[0].project, sessions)
+            if self.after_commit is not None:
+                try:
+                    self.after_commit(fresh)
+                except Exception:  # stored and processed: a hook's bug must not fail the request
+                    log.exception("after-commit hook failed")
+                    self.metrics.drops["after_commit_error"] += len(fresh)
             if self.fanout.wanted(fresh[0].project):
                 try:
-                    await self._publish(fresh, sessions)
+                    await self._publish(fresh, sessions, fired)
                 except Exception:  # stored and processed: a fan-out bug must not fail the request
                     log.exception("fan-out failed")
                     self.metrics.drops["fanout_error"] += len(fresh)
         finally:
             self._finish(low)
-        return self._done(outcomes, processed, sessions, started, len(fresh), rejected)
+        return self._done(outcomes, processed, sessions, started, len(fresh), rejected, fired)
 
     def _done(
         self, outcomes: list[AppendOutcome], processed: bool, sessions: dict[str, Any], started: float,
-        fresh: int, rejected: int,
+        fresh: int, rejected: int, fired: list[FiredInSession] | None = None,
     ) -> IngestResult:  # fmt: skip
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.metrics.count_ingest(fresh, len(outcomes) - fresh, rejected, elapsed_ms)
-        return IngestResult(outcomes, processed, elapsed_ms, sessions)
+        return IngestResult(outcomes, processed, elapsed_ms, sessions, fired)
+
+    async def _triggers_fired(self, project: str, sessions: dict[str, Any]) -> list[FiredInSession]:
+        """Record what the sessions' triggers did (durably, before the request is answered: "fired
+        once per session" and the executions survive a restart), hand each firing to the webhooks,
+        and return the firings for the answer and the stream."""
+        marks: list[SessionMark] = []
+        executions: list[Execution] = []
+        fired: list[FiredInSession] = []
+        for session_id, reply in sessions.items():
+            activity = getattr(reply, "trigger_activity", None)
+            if not activity:
+                continue
+            user_id = reply.user_id
+            marks += automation_records.session_marks(project, session_id, activity)
+            for item in reply.fired or ():
+                executions.append(automation_records.execution(project, session_id, user_id, item))
+                fired.append((session_id, user_id, item))
+            reply.trigger_activity = reply.fired = msgspec.UNSET  # not part of the session's stream messages
+        if not marks:
+            return fired
+        try:
+            await self.store.record_trigger_activity(marks, executions)
+        except Exception:  # StoreError: the events are stored; the marks are in the actors' state
+            log.exception("recording trigger activity failed")
+            self.metrics.drops["trigger_record_failed"] += len(marks)
+        hook = self.on_trigger_fired
+        if hook is not None:
+            for session_id, user_id, item in fired:
+                if item.executed and not is_workflow_id(item.trigger_id):  # a workflow's actions notify
+                    try:
+                        hook(project, automation_records.webhook_data(item, session_id, user_id), item.execution_id)
+                    except Exception:  # a hook's bug must not fail the request
+                        log.exception("trigger_fired hook failed")
+                        self.metrics.drops["trigger_hook_error"] += 1
+        schedule = self.on_workflow_fired
+        if schedule is not None:
+            workflows = [f for f in fired if f[2].executed and is_workflow_id(f[2].trigger_id)]
+            if workflows:
+                try:
+                    await schedule(project, workflows)
+                except Exception:  # StoreError: the events are stored; these actions are lost, counted
+                    log.exception("scheduling workflow actions failed")
+                    self.metrics.drops["workflow_schedule_failed"] += len(workflows)
+        return fired
 
     async def _wait_for_room(self, groups: Groups) -> None:
         """Push back before anything is stored: when an actor this request needs has a full
@@ -195,7 +267,7 @@ class IngestPipeline:
             log.warning("processing failed after commit for %d of %d actors: %s", failures, len(replies), first)
         return not failures, sessions
 
-    async def _publish(self, fresh: list[Event], sessions: dict[str, Any]) -> None:
+    async def _publish(self, fresh: list[Event], sessions: dict[str, Any], fired: list[FiredInSession]) -> None:
         project = fresh[0].project
         messages: list[Message] = []
         steps: dict[int, Any] = {}
@@ -216,6 +288,10 @@ class IngestPipeline:
                 published.add(session_id)
                 metrics.append((KIND_METRICS, attrs, metrics_message(sessions[session_id]), 0))
         messages += metrics
+        for session_id, user_id, item in fired:  # to the session's conversion_triggers subscribers
+            if item.executed and not is_workflow_id(item.trigger_id):  # workflows push their actions
+                attrs = Attrs(session_id, user_id, None, item.event_type)
+                messages.append((KIND_TRIGGER, attrs, automation_records.notification(item, session_id, user_id), item.seq))
         await self.fanout.publish(project, messages)
 
 

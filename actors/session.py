@@ -16,12 +16,22 @@ from typing import Final
 
 import msgspec
 
+from actors.automation.engine import (
+    Activity,
+    Fired,
+    LiveContext,
+    SessionTriggers,
+    TriggerMark,
+    commit_pending,
+    merge_marks,
+)
+from actors.automation.index import TriggerIndex
 from actors.insights import scores
 from actors.insights.insight import InsightCache, SessionInsights, StepInsight
 from actors.insights.journey import SESSION_GAP_MS, JourneyEvent
 from actors.insights.service import InsightService
 from actors.insights.tracker import JourneyLog, JourneyTracker
-from actors.payload import PAGE_VIEW_NAMES, extract
+from actors.payload import PAGE_VIEW_NAMES, PayloadInfo, extract
 from actors.projection import ApplyEvents, GetView, ProjectionActor
 from actors.runtime import ActorKey, ActorStore
 from protocol.record import Event
@@ -62,6 +72,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     scrolls: list[tuple[int, int, float]] = msgspec.field(default_factory=list)
     scrolls_dropped_upto: tuple[int, int] = (0, 0)  # order of the latest scroll no longer kept
     journeys: JourneyLog = msgspec.field(default_factory=JourneyLog)  # what the insights see (tracker.py)
+    # trigger id -> what it did in this session: "fired once" survives passivation (actors/automation/engine.py)
+    triggers: dict[str, TriggerMark] = msgspec.field(default_factory=dict)
 
 
 # view (the reply, JSON on the wire) --------------------------------------------------------------
@@ -107,6 +119,10 @@ class SessionSummary(msgspec.Struct, kw_only=True, rename="camel"):
     last_event_type: str | None
     insights: SessionInsights | None = None
     steps: dict[int, StepInsight] | None = None  # per event seq, when asked for: the state after it
+    # What this batch's events made the project's triggers do (actors/automation/engine.py); UNSET
+    # (left out of the JSON of stream messages) unless something happened.
+    fired: list[Fired] | msgspec.UnsetType = msgspec.UNSET
+    trigger_activity: list[Activity] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _page_order(page: PageState) -> tuple[int, int]:
@@ -116,9 +132,19 @@ def _page_order(page: PageState) -> tuple[int, int]:
 class SessionActor(ProjectionActor[SessionState, SessionView]):
     state_type = SessionState
 
-    def __init__(self, key: ActorKey, store: ActorStore, insights: InsightService | None = None) -> None:
+    def __init__(
+        self, key: ActorKey, store: ActorStore, insights: InsightService | None = None, triggers: TriggerIndex | None = None
+    ) -> None:
         super().__init__(key, store)
         self.insights = insights or InsightService()
+        self.triggers = triggers
+        self.automation = SessionTriggers(triggers, self.project, self.ident) if triggers is not None else None
+        self._fired: list[Fired] = []  # this batch's firings and trigger activity, for its reply
+        self._activity: list[Activity] = []
+        # During an activation replay triggers are evaluated against a copy of the marks, and what
+        # they find waits here for the ApplyEvents that caused the activation (commit_pending).
+        self._replaying = False
+        self._scratch_marks: dict[str, TriggerMark] | None = None
         self.cache = InsightCache()
         self.steps: dict[int, StepInsight] | None = None  # filled while a batch asks for per-event insights
         self._replayed_steps: dict[int, StepInsight] = {}
@@ -180,6 +206,47 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
                     self._add_page(PageState(url, ts, seq))
             if scroll is not None:
                 self._add_scroll(order, scroll)
+            automation = self.automation
+            if automation is not None and (state.triggers or automation.index.has_project(self.project)):
+                self._evaluate(automation, event, info)
+
+    def _evaluate(self, automation: SessionTriggers, event: Event, info: PayloadInfo) -> None:
+        """The project's triggers on this event, against the state right after it."""
+        if self._replaying:
+            if self._scratch_marks is None:
+                self._scratch_marks = {k: msgspec.structs.replace(v) for k, v in self.state.triggers.items()}
+            marks = self._scratch_marks
+        else:
+            marks = self.state.triggers
+        if not marks and not automation.index.for_event(self.project, event.name):
+            return
+        context = LiveContext(event, info, self)
+        automation.on_event(event, context, marks, self.insights.conversions(self.project), self._activity, self._fired)
+
+    # the live fields of the trigger conditions (actors/automation/engine.py LiveContext)
+    def live_step(self) -> StepInsight:
+        return self.cache.step(self.project, self.ident, self.tracker().settle(), self.insights)
+
+    def live_engagement(self) -> float:
+        return scores.engagement(self.tracker().settle()).score
+
+    def live_intent(self) -> float:
+        journey = self.tracker().settle()
+        prediction, _, _ = self.cache.prediction(self.project, self.ident, journey, self.insights)
+        return scores.intent(journey, prediction).purchase_intent
+
+    def live_time_on_page(self) -> int:
+        """As in the summary: event time on the current page (0 before the first page view)."""
+        pages = self.state.pages
+        return self._page_time(pages[-1]) if pages else 0
+
+    def live_scroll(self) -> float:
+        pages = self.state.pages
+        return pages[-1].scroll if pages else self.state.unpaged_scroll
+
+    def live_url(self) -> str | None:
+        pages = self.state.pages
+        return pages[-1].url if pages else None
 
     def tracker(self) -> JourneyTracker:
         """The journey tracker of the current state (a new one after activation replaced it)."""
@@ -256,21 +323,47 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         # the ApplyEvents that follows finds nothing new: keep the replay's per-event insights of
         # its newest STEPS_FROM_REPLAY events for it (older ones fall back to the batch's state).
         self.steps, self._steps_tail = {}, STEPS_FROM_REPLAY
+        self._replaying, self._scratch_marks = True, None
         try:
             await super().activate()
             self._replayed_steps = self.steps
         finally:
             self.steps, self._steps_tail = None, 0
+            self._replaying, self._scratch_marks = False, None
+        await self._load_trigger_marks()
+
+    async def _load_trigger_marks(self) -> None:
+        """Merge what the Store recorded about this session's triggers into the snapshot's marks:
+        a snapshot older than the last firing (a crash) must not let a trigger fire twice."""
+        if self.triggers is None or not self.triggers.count(self.project):
+            return
+        read = getattr(self.store, "trigger_session_marks", None)
+        if read is None:  # an actor store without triggers (unit tests)
+            return
+        merge_marks(self.state.triggers, await read(self.project, self.ident))
 
     def apply_events(self, msg: ApplyEvents) -> SessionSummary:
         self.steps = {} if msg.steps else None
         if self.steps is not None and self._replayed_steps:
             self.steps.update((e.seq, self._replayed_steps[e.seq]) for e in msg.events if e.seq in self._replayed_steps)
         self._replayed_steps = {}
+        pending_activity, pending_fired = self._activity, self._fired  # from an activation replay, if any
+        self._activity, self._fired = [], []
         try:
             reply: SessionSummary = super().apply_events(msg)
         finally:
             self.steps = None
+        if pending_activity and self.triggers is not None:
+            seqs = {e.seq for e in msg.events}
+            kept, fired = commit_pending(
+                self.state.triggers, self.triggers, self.project,
+                [a for a in pending_activity if a.seq in seqs], [f for f in pending_fired if f.seq in seqs],
+            )  # fmt: skip
+            self._activity[:0], self._fired[:0] = kept, fired
+            self.dirty = self.dirty or bool(kept)
+        if self._activity:
+            reply.trigger_activity, reply.fired = self._activity, self._fired or msgspec.UNSET
+            self._activity, self._fired = [], []
         if self.state.journeys.events:
             self.insights.touch(self.project, self.ident, self.tracker())
         return reply
@@ -279,13 +372,16 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
         """Each message of a run applied together gets the summary after the run, with the
         per-event insights of its own events only (the ingest path takes them out of its reply)."""
         steps = reply.steps
-        if not steps:
+        if not steps and not reply.trigger_activity:
             return [reply] * len(run)
-        return [
-            msgspec.structs.replace(reply, steps={e.seq: steps[e.seq] for e in msg.events if e.seq in steps} or None)
-            if msg.steps else msgspec.structs.replace(reply, steps=None)
-            for msg in run
-        ]
+        replies = []
+        for msg in run:
+            seqs = {e.seq for e in msg.events}
+            own = {s: steps[s] for s in seqs if s in steps} if steps and msg.steps else None
+            activity = [a for a in reply.trigger_activity or () if a.seq in seqs] or msgspec.UNSET
+            fired = [f for f in reply.fired or () if f.seq in seqs] or msgspec.UNSET
+            replies.append(msgspec.structs.replace(reply, steps=own or None, trigger_activity=activity, fired=fired))
+        return replies
 
     def insight(self) -> SessionInsights:
         return self.cache.insights(self.project, self.ident, self.tracker().settle(), self.insights)
@@ -342,7 +438,7 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             else:
                 visits.append(PageVisit(page.url, page.entered_at, self._page_time(page)))
         summary = msgspec.structs.asdict(self.summary(insights=True))
-        del summary["steps"]
+        del summary["steps"], summary["fired"], summary["trigger_activity"]
         return SessionView(**summary, pages=visits, pages_dropped=state.pages_dropped)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 
+from actors.automation.index import TriggerIndex
 from actors.cluster import ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
@@ -20,6 +21,8 @@ from server.cors import Cors
 from server.http import HotRequest
 from server.settings import Settings
 from server.suggestions import SuggestionCache
+from server.webhooks.service import WebhookService
+from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Store
 
 
@@ -37,6 +40,10 @@ class Pulse:
     router: ActorRouter
     fanout: Fanout
     insights: InsightService
+    webhooks: WebhookService  # signed webhook deliveries: webhooks.notify(project, kind, data, dedup_key)
+    triggers: TriggerIndex  # every project's triggers as the session actors evaluate them (actors/automation/)
+    # automation workflows: their rules (workflows.rules) and durable delayed actions (server/workflow_scheduler.py)
+    workflows: WorkflowScheduler | None = None
     started_at: float = field(default_factory=time.time)
     draining: bool = False  # set at shutdown: new sockets are refused, open ones told to reconnect
     shutdown: trio.Event = field(default_factory=trio.Event)  # streams close (1001 / end) when set

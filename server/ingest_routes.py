@@ -20,7 +20,12 @@ from typing import Final
 import msgspec
 
 from actors.pipeline import IngestResult, Overloaded
-from protocol.behavioral import BatchEventResult, BehavioralBatchResponse, BehavioralIngestResponse
+from protocol.behavioral import (
+    BatchEventResult,
+    BehavioralBatchResponse,
+    BehavioralIngestResponse,
+    TriggerResult,
+)
 from protocol.errors import InvalidInput, error_body
 from protocol.normalize import (
     Decoded,
@@ -142,6 +147,16 @@ async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     return encode_json(answer)
 
 
+def _triggers(result: IngestResult) -> list[TriggerResult]:
+    """The triggers this request's events fired (seed 000's ``triggers``; actors/automation/). The
+    control variant of an A/B test fires nothing and is not listed (it is recorded as an exposure)."""
+    return [
+        TriggerResult(triggerId=fired.trigger_id, executed=True, result="automation_triggered")
+        for _, _, fired in result.fired
+        if fired.executed
+    ]
+
+
 async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     access = await pulse.access(req)
     msgpack, body = await _body(req)
@@ -152,7 +167,7 @@ async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes
         eventId=outcome.id,
         processed=result.processed,
         processingTime=round(result.elapsed_ms, 3),
-        triggers=[],
+        triggers=_triggers(result),
         duplicate=outcome.duplicate,
         timestamp=event.timestamp,
     )
@@ -175,7 +190,7 @@ async def behavioral_batch(pulse: Pulse, req: HotRequest, started: float) -> byt
             for i, eid, dup in rows
         ],
         processingTime=round(result.elapsed_ms, 3),
-        triggers=[],
+        triggers=_triggers(result),
         batchId=decoded.batch_id,
     )
     return encode_json(answer)

@@ -22,6 +22,8 @@ from typing import Any, Final, cast
 import trio
 from hypercorn.config import Config
 
+from actors.automation.index import TriggerIndex
+from actors.automation.workflow_rules import WorkflowRules
 from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
@@ -41,6 +43,8 @@ from server.edge.websocket import use_pulse_websockets
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.uptime import LifetimeRecorder
+from server.webhooks.service import WebhookService
+from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Project, Store
 from storage.sqlite import SqliteStore
 
@@ -49,6 +53,7 @@ log = logging.getLogger("pulse")
 # Shutdown budget, under the 10 s a supervisor waits: requests 3 s + actors 2 s + store flush <= 5 s.
 GRACEFUL_TIMEOUT_S: Final = 3.0  # in-flight requests get this long after we stop accepting
 DRAIN_TIMEOUT_S: Final = 2.0  # actor mailboxes + snapshots
+WEBHOOK_STOP_S: Final = 1.0  # buffered webhook notifications recorded (usually none: it returns at once)
 SUPERVISOR_POLL_S: Final = 1.0  # how often a worker checks that its supervisor is alive
 
 
@@ -175,7 +180,13 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         if bus is not None:
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         insights = InsightService(store)
-        sessions = partial(SessionActor, insights=insights)
+        triggers = TriggerIndex()  # every project's triggers, for the session actors (actors/automation/)
+        if bus is not None:  # approval limits are split between the live nodes (actors/automation/approval.py)
+            triggers.limits.nodes = lambda: len(bus.live_nodes()) or 1
+        await services.start(partial(triggers.run, store))  # loaded now, then reloaded: other nodes' changes
+        workflow_rules = WorkflowRules(triggers)  # workflows: another rule source of the same engine
+        await services.start(partial(workflow_rules.run, store))
+        sessions = partial(SessionActor, insights=insights, triggers=triggers)
         actors = ActorSystem(store, {"session": sessions, "user": UserActor}, idle_ttl=settings.idle_ttl)
         await services.start(actors.run)
         router = ActorRouter(
@@ -193,6 +204,13 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(insights.run)
         pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())
+        webhooks = WebhookService(store, node_id)  # durable signed deliveries (server/webhooks/)
+        await services.start(webhooks.run)
+        pipeline.after_commit = webhooks.events_committed  # deliveries for the event types webhooks chose
+        pipeline.on_trigger_fired = lambda project, data, key: webhooks.notify(project, "trigger_fired", data, key)
+        workflows = WorkflowScheduler(store, workflow_rules, node_id, fanout=fanout, webhooks=webhooks)
+        await services.start(workflows.run)  # durable delayed actions, claimed with a lease
+        pipeline.on_workflow_fired = workflows.schedule
         pulse = Pulse(
             settings=settings,
             store=store,
@@ -206,6 +224,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             router=router,
             fanout=fanout,
             insights=insights,
+            webhooks=webhooks,
+            triggers=triggers,
+            workflows=workflows,
         )
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
@@ -236,6 +257,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         # hypercorn has returned: no request is in flight any more
         await actors.drain(deadline=DRAIN_TIMEOUT_S)  # a duration in seconds
         hub.close_all()
+        await webhooks.stop(WEBHOOK_STOP_S)  # buffered notifications recorded; no new claims
         await lifetime.stop()  # a clean stop, recorded while the store is still open
         services.cancel_scope.cancel()  # the bus leaves the cluster; the store flushes and closes
     log.info("pulse stopped")

@@ -92,6 +92,8 @@ class PulseCollector(Collector):
         yield from self._actors(node)
         yield from self._queues(node)
         yield from self._drops(node)
+        yield from self._webhooks(node)
+        yield from self._workflows(node)
         if self.pulse.bus is not None:
             yield from self._cluster(node)
 
@@ -182,6 +184,75 @@ class PulseCollector(Collector):
         for reason, count in sorted(counted.items()):
             drops.add_metric([node, reason], count)
         yield drops
+
+    def _webhooks(self, node: str) -> Iterable[Metric]:
+        """The webhook service's totals (server/webhooks/service.py) and its durable queue's depth
+        (re-read from the store every few seconds, not at scrape time: the scrape never waits on it)."""
+        service = self.pulse.webhooks
+        counts = service.counts
+        notifications = CounterMetricFamily(
+            "pulse_webhook_notifications",
+            "Webhook notifications by outcome: accepted (buffered), dropped (buffer full), lost (the store "
+            "refused them), recorded (durable deliveries), deduplicated (a dedup key recorded before)",
+            labels=["node", "outcome"],
+        )
+        for outcome in ("accepted", "dropped", "lost"):
+            notifications.add_metric([node, outcome], counts["notifications_" + outcome])
+        notifications.add_metric([node, "recorded"], counts["deliveries_recorded"])
+        notifications.add_metric([node, "deduplicated"], counts["notifications_deduplicated"])
+        yield notifications
+        attempts = CounterMetricFamily("pulse_webhook_attempts", "Webhook delivery attempts by outcome",
+                                       labels=["node", "outcome"])
+        attempts.add_metric([node, "delivered"], counts["attempts_delivered"])
+        attempts.add_metric([node, "failed"], counts["attempts_failed"])
+        yield attempts
+        yield _counter("pulse_webhook_retries", "Failed webhook deliveries scheduled for another attempt", node,
+                       counts["retries_scheduled"])
+        yield _counter("pulse_webhook_dead_letters", "Webhook deliveries that went to the dead-letter list here",
+                       node, counts["deliveries_dead"])
+        yield _counter("pulse_webhook_disabled", "Webhooks disabled because their receiver answered 410 Gone", node,
+                       counts["webhooks_disabled"])
+        depth = GaugeMetricFamily("pulse_webhook_queue", "Webhook deliveries in the store by status (all nodes)",
+                                  labels=["node", "status"])
+        depth.add_metric([node, "pending"], service.depth.pending)
+        depth.add_metric([node, "delivering"], service.depth.delivering)
+        depth.add_metric([node, "dead"], service.depth.dead)
+        yield depth
+        yield _gauge("pulse_webhook_in_flight", "Webhook delivery attempts in flight on this node", node,
+                     service.in_flight)
+
+    def _workflows(self, node: str) -> Iterable[Metric]:
+        """The workflow scheduler's totals (server/workflow_scheduler.py) and the store's action
+        backlog (re-read every few seconds, not at scrape time)."""
+        scheduler = self.pulse.workflows
+        if scheduler is None:
+            return
+        counts = scheduler.counts
+        actions = CounterMetricFamily(
+            "pulse_workflow_actions",
+            "Workflow actions by outcome on this node: scheduled (stored), deduplicated (a firing seen twice), "
+            "schedule_failed (lost: the store refused them), run (done here), fenced (ended after its lease passed "
+            "to another node), reclaimed (claimed after an expired lease), released (given back at shutdown), "
+            "errors (a run failed; it runs again after its lease), timeouts, skipped (its workflow was deleted, paused "
+            "or rejected since it fired)",
+            labels=["node", "outcome"],
+        )
+        for outcome, key in (("scheduled", "actions_scheduled"), ("deduplicated", "actions_deduplicated"),
+                             ("schedule_failed", "schedule_failed"), ("run", "actions_run"),
+                             ("fenced", "actions_fenced"), ("reclaimed", "actions_reclaimed"),
+                             ("released", "actions_released"), ("errors", "run_errors"),
+                             ("timeouts", "run_timeouts"), ("skipped", "actions_skipped")):
+            actions.add_metric([node, outcome], counts[key])
+        yield actions
+        yield _counter("pulse_workflow_webhooks", "workflow_action webhook deliveries recorded by workflow actions",
+                       node, counts["webhooks_recorded"])
+        yield _counter("pulse_workflow_stream_pushes", "workflow actions pushed to conversion_triggers streams", node,
+                       counts["stream_pushed"])
+        depth = GaugeMetricFamily("pulse_workflow_action_queue", "Workflow actions in the store by status (all nodes)",
+                                  labels=["node", "status"])
+        depth.add_metric([node, "scheduled"], scheduler.depth[0])
+        depth.add_metric([node, "running"], scheduler.depth[1])
+        yield depth
 
     def _cluster(self, node: str) -> Iterable[Metric]:
         bus = self.pulse.bus

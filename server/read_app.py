@@ -17,12 +17,21 @@ from quart_trio import QuartTrio
 
 from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
-from server import assets, insight_routes, queries
+from server import (
+    approval_routes,
+    assets,
+    insight_routes,
+    integration_routes,
+    queries,
+    trigger_routes,
+    workflow_routes,
+)
 from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
 from server.openapi import DOCS_HTML, document
 from server.prometheus import exposition, registry_for
+from server.webhooks import routes as webhook_routes
 from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
@@ -144,6 +153,11 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         return Response(body, status=200, headers=headers)
 
     user_insights = insight_routes.register(app, pulse, access, args, json_response)
+    webhook_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/webhooks (docs/automation.md)
+    trigger_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/triggers (docs/automation.md)
+    approval_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/hitl (docs/automation.md)
+    integration_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/integration (docs/automation.md)
+    workflow_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/automation/workflows
 
     @app.get("/api/v1/behavioral/sessions/<session_id>")
     async def session_state(session_id: str) -> Response:

@@ -14,6 +14,10 @@ from typing import Final, Protocol
 import msgspec
 
 from protocol.record import AppendOutcome, Event
+from storage.approval_records import ApprovalStore
+from storage.trigger_records import TriggerStore
+from storage.webhook_records import WebhookStore
+from storage.workflow_records import WorkflowStore
 
 MAX_PAGE: Final = 1000
 # The service name under which events sent without a serviceName are reported and selected (the
@@ -171,7 +175,7 @@ class History(msgspec.Struct, frozen=True):
     events: list[Event]
 
 
-class Store(Protocol):
+class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
         """Open the backend, run the group-commit writer until cancelled, then flush and close."""

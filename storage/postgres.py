@@ -61,6 +61,10 @@ from storage.base import (
 )
 from storage.history_reads import HistoryReads
 from storage.pg_bridge import Connection, Database, transaction
+from storage.postgres_approvals import PostgresApprovalMethods
+from storage.postgres_triggers import PostgresTriggerMethods
+from storage.postgres_webhooks import PostgresWebhookMethods
+from storage.postgres_workflows import PostgresWorkflowMethods
 from storage.write_queue import SnapshotRow, Write, WriteQueueFront
 
 DEFAULT_PROJECT: Final = "default"
@@ -104,7 +108,8 @@ async def _after(previous: _Turn | None, *, committed: bool) -> None:
         await (previous.committed if committed else previous.claimed).wait()
 
 
-class PostgresStore(WriteQueueFront):
+class PostgresStore(PostgresTriggerMethods, PostgresWebhookMethods, PostgresWorkflowMethods, PostgresApprovalMethods,
+                    WriteQueueFront):
     """The Store on a PostgreSQL database shared by any number of nodes.
 
     ``dsn``: a libpq URL (``postgresql://user:password@host:port/dbname``). ``pool_size``: the most

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 from typing import Final
 
+from storage import approvals_schema, triggers_schema, webhooks_schema, workflows_schema
 from storage.pg_bridge import Connection, transaction
 
 MIGRATION_LOCK: Final = 0x70756C7365_01  # pg_advisory_lock key: "pulse" + 1
@@ -167,7 +168,11 @@ _V2: Final = (
     "CREATE INDEX lifetimes_last_seen ON lifetimes (last_seen_ms)",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+# Triggers, experiments and webhook deliveries (issue 13): their DDL lives beside their code.
+_V3: Final = (triggers_schema.POSTGRES_DDL + webhooks_schema.POSTGRES_DDL + workflows_schema.POSTGRES_DDL
+       + approvals_schema.POSTGRES_DDL)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _CREATE_MIGRATIONS_TABLE: Final = (

@@ -55,6 +55,10 @@ from storage.base import (
     new_project,
 )
 from storage.history_reads import HistoryReads
+from storage.sqlite_approvals import SqliteApprovalMethods
+from storage.sqlite_triggers import SqliteTriggerMethods
+from storage.sqlite_webhooks import SqliteWebhookMethods
+from storage.sqlite_workflows import SqliteWorkflowMethods
 from storage.write_queue import Write, WriteQueueFront
 
 DB_FILE: Final = "pulse.db"
@@ -155,7 +159,8 @@ def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
     return conn
 
 
-class SqliteStore(WriteQueueFront):
+class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, SqliteWorkflowMethods, SqliteApprovalMethods,
+                  WriteQueueFront):
     """The Store on an embedded SQLite database in ``data_dir``.
 
     ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,

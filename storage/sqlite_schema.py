@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
+from storage import approvals_schema, triggers_schema, webhooks_schema, workflows_schema
 from storage.base import UNKNOWN_SERVICE, Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
@@ -121,7 +122,11 @@ _V2: Final = (
     "CREATE INDEX lifetimes_last_seen ON lifetimes (last_seen_ms)",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+# Triggers, experiments and webhook deliveries (issue 13): their DDL lives beside their code.
+_V3: Final = (triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL + workflows_schema.SQLITE_DDL
+       + approvals_schema.SQLITE_DDL)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
