@@ -155,6 +155,7 @@ class BatchAck(Struct, tag="batch_ack", tag_field="type", kw_only=True):
     results: list[Any] = []
     rejected: list[Any] = []
     processingTime: float = 0.0
+    triggers: list[Any] = []  # what the batch's events fired, as in the HTTP batch answer
 
 
 class ErrorMessage(Struct, tag="error", tag_field="type", kw_only=True, omit_defaults=True):

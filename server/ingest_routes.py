@@ -147,7 +147,7 @@ async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     return encode_json(answer)
 
 
-def _triggers(result: IngestResult) -> list[TriggerResult]:
+def fired_triggers(result: IngestResult) -> list[TriggerResult]:
     """The triggers this request's events fired (seed 000's ``triggers``; actors/automation/). The
     control variant of an A/B test fires nothing and is not listed (it is recorded as an exposure)."""
     return [
@@ -167,7 +167,7 @@ async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes
         eventId=outcome.id,
         processed=result.processed,
         processingTime=round(result.elapsed_ms, 3),
-        triggers=_triggers(result),
+        triggers=fired_triggers(result),
         duplicate=outcome.duplicate,
         timestamp=event.timestamp,
     )
@@ -190,7 +190,7 @@ async def behavioral_batch(pulse: Pulse, req: HotRequest, started: float) -> byt
             for i, eid, dup in rows
         ],
         processingTime=round(result.elapsed_ms, 3),
-        triggers=_triggers(result),
+        triggers=fired_triggers(result),
         batchId=decoded.batch_id,
     )
     return encode_json(answer)

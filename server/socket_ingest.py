@@ -27,7 +27,7 @@ from protocol.normalize import (
 from protocol.stream import Ack, BatchAck, ErrorMessage
 from protocol.tracking import AIEventPayload
 from server.context import Pulse
-from server.ingest_routes import now_ms
+from server.ingest_routes import fired_triggers, now_ms
 from storage.base import StoreError
 
 
@@ -50,6 +50,7 @@ async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None,
         results=rows,
         rejected=decoded.rejected,
         processingTime=round(result.elapsed_ms, 3),
+        triggers=fired_triggers(result),
     )
 
 
@@ -76,6 +77,7 @@ async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool
         processed=result.processed,
         duplicate=outcome.duplicate,
         processingTime=round(result.elapsed_ms, 3),
+        triggers=fired_triggers(result),
     )
 
 

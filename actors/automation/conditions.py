@@ -73,12 +73,15 @@ class FilterResult(msgspec.Struct, kw_only=True):
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # an int of any size is a number (math.isfinite and float() would overflow on a 400-digit one)
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _equals(actual: object, expected: object) -> bool:
     if _is_number(actual) and _is_number(expected):
-        return float(actual) == float(expected)  # type: ignore[arg-type]
+        return actual == expected  # Python compares int and float exactly, at any size
     return actual == expected and type(actual) is type(expected)
 
 

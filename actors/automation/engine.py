@@ -17,6 +17,7 @@ snapshot is older than the last firing, the actor merges the stored marks back (
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -76,6 +77,8 @@ class Fired(msgspec.Struct, kw_only=True):
     reasons: list[FilterResult]
     engagement: float | None = None
 
+
+log = logging.getLogger("pulse.automation")
 
 def execution_id(project: str, session_id: str, trigger_id: str, seq: int) -> str:
     """Deterministic, so a retried write of the same firing is recorded once."""
@@ -248,7 +251,13 @@ class SessionTriggers:
             if trigger.personalization and not personalization_ok(trigger, context):
                 continue
             conditions = trigger.conditions
-            if conditions.filters and not conditions.matches(context):
+            try:
+                if conditions.filters and not conditions.matches(context):
+                    continue
+            except (ArithmeticError, TypeError, ValueError):
+                # a client's value no filter can compare: this event does not match, and the session
+                # actor goes on (an exception here would stop it, and every later event with it)
+                log.warning("trigger %s: filters could not read event %s", trigger.trigger_id, event.id, exc_info=True)
                 continue
             gate = trigger.gate  # approved with conditions: the limits are counted only here, when it would fire
             if gate is not None and not self.index.limits.admit(

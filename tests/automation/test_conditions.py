@@ -40,6 +40,11 @@ def one(field: str, operator: str, value: Any) -> dict[str, Any]:
         (one("metadata.plan", "equals", True), {"metadata": {"plan": True}}, True),
         (one("metadata.plan", "equals", True), {"metadata": {"plan": 1}}, False),  # a bool is not a number
         (one("eventData.price", "greater_than", 5), {"eventData": {"price": "9"}}, False),  # a string is not a number
+        # an integer too large for a float compares exactly (float() and math.isfinite would overflow)
+        (one("eventData.n", "equals", 1.5), {"eventData": {"n": 10**400}}, False),
+        (one("eventData.n", "in", [10**400]), {"eventData": {"n": 10**400}}, True),
+        (one("eventData.n", "greater_than", 10**400), {"eventData": {"n": 2.5}}, False),
+        (one("eventData.n", "not_equals", 10**400), {"eventData": {"n": 3}}, True),
     ],
 )
 def test_operators(spec: dict[str, Any], context: dict[str, Any], expected: bool) -> None:

@@ -302,3 +302,29 @@ async def test_triggers_need_the_secret_key_and_belong_to_a_project(keyed_server
         assert created.status_code == 201
         assert (await client.get(BASE, headers=public)).status_code == 403
         assert (await client.get(BASE, headers=secret)).json()["total"] == 1
+
+
+async def test_events_sent_over_the_websocket_are_acknowledged_with_what_they_fired(
+    server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    trigger_id = await create(client, seed_trigger())
+    at = now_ms() - 60_000
+    fired = [{"triggerId": trigger_id, "executed": True, "result": "automation_triggered"}]
+
+    async def answer_to(ws: Any, message: dict[str, Any], kind: str) -> dict[str, Any]:
+        await ws.send_message(json.dumps(message))
+        with trio.fail_after(STEP_S):
+            while True:
+                received = json.loads(await ws.get_message())
+                if received["type"] == kind and received.get("requestId") == message["requestId"]:
+                    return received
+
+    async with open_websocket_url(f"{server.ws_url}/api/v1/behavioral/stream") as ws:
+        one = await answer_to(ws, {"type": "event", "requestId": "r-1", "event": exit_event("ws-1", 45000, at)}, "ack")
+        assert one["triggers"] == fired
+        batch = {"type": "batch", "requestId": "r-2",
+                 "events": [exit_event("ws-2", 40000, at), exit_event("ws-3", 100, at)]}
+        assert (await answer_to(ws, batch, "batch_ack"))["triggers"] == fired
+        # once per session: the same session again fires nothing
+        again = await answer_to(ws, {"type": "event", "requestId": "r-3", "event": exit_event("ws-1", 50000, at + 1)}, "ack")
+        assert again["triggers"] == []
