@@ -170,6 +170,11 @@ def tracking_event(
     root: str = "$",
 ) -> Event:
     ts, flags = event_time(payload.timestamp, payload.sentAt or sent_at, received_at, root)
+    status = payload.statusCode
+    if status is not None:
+        if not status.is_integer():
+            raise InvalidInput(f"{root}.statusCode", f"an HTTP status is a whole number, got {status!r}")
+        status = int(status)
     return checked(Event(
         id=new_event_id(),
         project=project,
@@ -183,7 +188,7 @@ def tracking_event(
         service_name=payload.serviceName,
         correlation_id=payload.correlationId,
         device_type=payload.deviceType,
-        status_code=payload.statusCode,
+        status_code=status,
         response_time_ms=payload.responseTimeMs,
         client_id=_client_id(payload),
         flags=flags,

@@ -26,7 +26,8 @@ class AIEventPayload(Struct, kw_only=True, omit_defaults=True):
     sessionId: Ident | None = None
     userRole: Ident | None = None
     correlationId: Ident | None = None
-    statusCode: Annotated[int, Meta(ge=0, le=999)] | None = None
+    # a float, so 404.0 is accepted as JSON Schema's "integer" allows; a fraction is refused on decoding
+    statusCode: Annotated[float, Meta(ge=0, le=999)] | None = None
     responseTimeMs: Annotated[float, Meta(ge=0)] | None = None
     serviceName: Ident | None = None
     metadata: dict[str, Any] | None = None

@@ -44,27 +44,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class ThroughHandler(logging.Filter):
-    """Hands every record of the logger it is attached to to ``handler``, and stops it there.
-
-    hypercorn gives its error logger a text handler of its own when it starts serving
-    (``config.errorlog = "-"`` in server/main.py replaces the logger's handlers, and the record
-    also propagates to the root: each line would come out twice, once in hypercorn's format).
-    A logger's filters are not replaced, so this one, attached before, routes hypercorn's errors
-    through Pulse's handler and format only."""
-
-    def __init__(self, handler: logging.Handler) -> None:
-        super().__init__()
-        self.handler = handler
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.handler.handle(record)
-        return False  # neither hypercorn's own handler nor the root's sees it again
-
-
 def configure(level: str, log_format: str) -> None:
     """Pulse's root handler on stderr, in ``log_format``; every ``pulse.*`` logger (and any library
-    that propagates to the root) writes through it, and so does hypercorn's error log. The start
+    that propagates to the root) writes through it, and so does hypercorn's error log (server/main.py
+    hands hypercorn its logger, so hypercorn adds no handler of its own). The start
     banner is not a log record: it is printed on stdout for people (server/main.py)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
@@ -72,7 +55,3 @@ def configure(level: str, log_format: str) -> None:
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.captureWarnings(True)  # Python warnings as records too (logger py.warnings), not bare lines
-    hypercorn_errors = logging.getLogger("hypercorn.error")
-    for old in [f for f in hypercorn_errors.filters if isinstance(f, ThroughHandler)]:
-        hypercorn_errors.removeFilter(old)  # configured again (tests): one route, to the new handler
-    hypercorn_errors.addFilter(ThroughHandler(handler))

@@ -59,7 +59,8 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.bind = [f"[{settings.host}]:{settings.port}" if ":" in settings.host else f"{settings.host}:{settings.port}"]
     config.accesslog = None
-    config.errorlog = "-"
+    # hypercorn uses a Logger given as is; its records reach Pulse's root handler (text or JSON)
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = "WARNING"
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.keep_alive_timeout = 75

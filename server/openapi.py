@@ -10,6 +10,7 @@ tests/e2e/test_openapi_contract.py runs schemathesis against a live server to ke
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from typing import Any, Final
 
@@ -135,7 +136,7 @@ def _track_batch() -> Schema:
                     "required": ["eventName"],
                     "properties": {
                         "eventName": EVENT_NAME,
-                        "payload": _nullable({"$ref": REF.format(name="TrackPayload")}),
+                        "payload": _nullable({"$ref": REF.format(name="AIEventPayload")}),
                     },
                 },
             },
@@ -191,7 +192,7 @@ def _behavioral_event() -> Schema:
 
 
 def _behavioral_batch() -> Schema:
-    events = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": REF.format(name="BehavioralEventIn")}}
+    events = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": REF.format(name="BehavioralEvent")}}
     return {
         "anyOf": [
             {
@@ -297,6 +298,11 @@ def _list_query(name: str, values: tuple[str, ...] | list[str], description: str
             "schema": {"type": "array", "items": items, "minItems": 1}, "description": description}
 
 
+def _choice(values: Iterable[str], default: str) -> Schema:
+    """One of ``values``; empty (like absent) means ``default``."""
+    return {"type": "string", "enum": ["", *values], "default": default}
+
+
 def _path(name: str, schema: Schema) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
@@ -343,22 +349,22 @@ INGEST: Final = (400, 401, 408, 413, 415, 503)
 def _ingest_paths() -> dict[str, Schema]:
     track = _op(
         "Track one event by name (seed 004); the body may be empty", _json(tracking.TrackEventResponse),
-        errors=INGEST, body=_ingest_body({"$ref": REF.format(name="TrackPayload")}, required=False),
+        errors=INGEST, body=_ingest_body({"$ref": REF.format(name="AIEventPayload")}, required=False),
         params=[_path("eventName", {**EVENT_NAME, "not": {"const": "batch"}}), X_USER_ID],
     )
     return {
         "/api/events/track/{eventName}": {"post": track},
         "/api/events/track/batch": {"post": _op(
             f"Track up to {MAX_BATCH} events", _json(tracking.BatchTrackEventResponse), errors=INGEST,
-            body=_ingest_body({"$ref": REF.format(name="TrackBatch")}), params=[X_USER_ID],
+            body=_ingest_body({"$ref": REF.format(name="BatchTrackEventRequest")}), params=[X_USER_ID],
         )},
         "/api/v1/behavioral/events": {"post": _op(
             "Ingest one behavioral event (seed 000)", _json(behavioral.BehavioralIngestResponse), errors=INGEST,
-            body=_ingest_body({"$ref": REF.format(name="BehavioralEventIn")}),
+            body=_ingest_body({"$ref": REF.format(name="BehavioralEvent")}),
         )},
         "/api/v1/behavioral/batch": {"post": _op(
             f"Ingest up to {MAX_BATCH} behavioral events", _json(behavioral.BehavioralBatchResponse), errors=INGEST,
-            body=_ingest_body({"$ref": REF.format(name="BehavioralBatchIn")}),
+            body=_ingest_body({"$ref": REF.format(name="BehavioralBatch")}),
         )},
     }
 
@@ -552,7 +558,7 @@ def _query_paths() -> dict[str, Schema]:
             "the filters of GET /api/events; times in UTC; columns in docs/export.md",
             {"description": "an attachment (Content-Disposition) in the requested format", "content": export_types},
             errors=READ,
-            params=[_query("format", {"type": "string", "enum": list(FORMATS), "default": "ndjson"}), *EVENT_FILTERS],
+            params=[_query("format", _choice(FORMATS, "ndjson")), *EVENT_FILTERS],
         )},
         "/api/events/anomalies": {"get": _op(
             "Anomalous minutes per service: response time, error rate, volume (docs/anomalies.md). "
@@ -575,7 +581,7 @@ def _insight_paths() -> dict[str, Schema]:
             {**session, "required": True},
             _query("timeWindow", {**window, "maximum": 86_400, "default": 300}, "seconds"),
             _list_query("metrics", insight_routes.REALTIME_METRICS, "default: all"),
-            _query("aggregation", {"type": "string", "enum": list(insight_routes.AGGREGATIONS), "default": "latest"}),
+            _query("aggregation", _choice(insight_routes.AGGREGATIONS, "latest")),
         ],
     )
     patterns = _op(
@@ -590,7 +596,7 @@ def _insight_paths() -> dict[str, Schema]:
         "A user's completed journeys by period", _json(OBJ), errors=live,
         params=[
             {**user, "required": True},
-            _query("granularity", {"type": "string", "enum": list(insight_routes.GRANULARITIES), "default": "daily"}),
+            _query("granularity", _choice(insight_routes.GRANULARITIES, "daily")),
             {"name": "dateRange", "in": "query", "required": False, "style": "form", "explode": False,
              "schema": {"type": "array", "items": {"type": "string", "format": "date"}, "minItems": 1, "maxItems": 2},
              "description": "a UTC day, or first,last (inclusive; last not before first)"},
@@ -603,13 +609,13 @@ def _insight_paths() -> dict[str, Schema]:
         _json(OBJ), errors=live,
         params=[
             {**user, "required": True},
-            _query("predictionType", {"type": "string", "enum": kinds, "default": "conversion"}),
+            _query("predictionType", _choice(kinds, "conversion")),
             _query("timeHorizon", {"anyOf": [
-                {"type": "string", "enum": list(insight_routes.HORIZON_WORDS)},
+                _choice(insight_routes.HORIZON_WORDS, "24h"),
                 {"type": "string", "pattern": HORIZON},
             ], "default": "24h"}, "a duration up to 366 days: 90s, 30m, 24h, 7d, 4w, or short_term ... long_term"),
             _query("confidence", {"anyOf": [
-                {"type": "string", "enum": list(insight_routes.CONFIDENCE_WORDS)},
+                _choice(insight_routes.CONFIDENCE_WORDS, "0.95"),
                 {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1},
                 {"type": "number", "minimum": 50, "exclusiveMaximum": 100},
             ], "default": 0.95}, "0.5 to 0.999, or a percentage (50 to 99.9), or low ... very_high"),
@@ -679,9 +685,11 @@ def _operations_paths() -> dict[str, Schema]:
         "/api/monitor.js": {"get": asset("Seed 004's embeddable monitor script", "application/javascript")},
         "/test-cors.html": {"get": asset("A page that tries the API across origins", "text/html")},
         "/dashboard": {"get": asset("The dashboard", "text/html")},
+        "/dashboard/": {"get": _op("The dashboard's address with a slash", {
+            "description": "to /dashboard", "headers": {"Location": {"schema": STR}}}, status=301, errors=())},
         "/dashboard/{name}": {"get": {
             **asset("A file of the dashboard (scripts, styles, images)", "*/*", missing=True),
-            "parameters": [_path("name", {"type": "string"}),
+            "parameters": [_path("name", {"type": "string", "minLength": 1}),
                            {"name": "If-None-Match", "in": "header", "required": False, "schema": STR}],
         }},
         "/": {"get": _op(
@@ -704,10 +712,10 @@ def document() -> bytes:
     _, components = msgspec.json.schema_components(answers, ref_template=REF)
     components.update({
         "Error": ERROR,
-        "TrackPayload": _track_payload(),
-        "TrackBatch": _track_batch(),
-        "BehavioralEventIn": _behavioral_event(),
-        "BehavioralBatchIn": _behavioral_batch(),
+        "AIEventPayload": _track_payload(),
+        "BatchTrackEventRequest": _track_batch(),
+        "BehavioralEvent": _behavioral_event(),
+        "BehavioralBatch": _behavioral_batch(),
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
              **_operations_paths()}

@@ -6,6 +6,7 @@ would serve them, so every request the monitor makes to Pulse is cross-origin.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -32,7 +33,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+# One Chromium per module, not per session: while Playwright's sync API is active, asyncio takes its
+# loop for the thread's running loop, which breaks every later asyncio user in this process (asyncpg
+# under trio-asyncio in the PostgreSQL tests).
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     path = chromium_path()
     if path is None:
@@ -42,23 +46,31 @@ def browser() -> Iterator[Any]:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
+    # Playwright's sync API makes its own asyncio loop through the current event loop policy; once
+    # trio-asyncio's policy is installed (the PostgreSQL tests install it) that would be a trio-asyncio
+    # loop, which cannot run inside Playwright's greenlets: make it a plain asyncio loop.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        manager = sync_playwright()
+        playwright = manager.__enter__()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+    try:
         chromium = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
         try:
             yield chromium
         finally:
             chromium.close()
+    finally:
+        manager.__exit__(None, None, None)
 
 
 @pytest.fixture
 def pulse(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
     """A fresh Pulse on loopback (open access to the default project)."""
-    proc = ServerProcess(tmp_path / "pulse-data").start()
-    try:
+    with serving(tmp_path / "pulse-data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

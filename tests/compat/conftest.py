@@ -12,40 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server_process import ServerProcess
-
-
-@pytest.fixture
-def server(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
-    """A fresh server on loopback (open access to the default project), stopped with SIGTERM."""
-    proc = ServerProcess(tmp_path / "data").start()
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
-
-
-@pytest.fixture
-def keyed_server(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
-    """A server bound to 0.0.0.0: every request needs a key (tests still connect over loopback)."""
-    proc = ServerProcess(tmp_path / "data", host="0.0.0.0").start()
-    try:
-        yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
+from tests.e2e.server_process import ServerProcess, serving
 
 
 @pytest.fixture(params=["pulse", "hypercorn"])
 def either_edge(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
     """A loopback server on the native edge, then on stock hypercorn (the ASGI front): both route here."""
-    proc = ServerProcess(tmp_path / "data", extra=["--edge", request.param]).start()
-    try:
+    with serving(tmp_path / "data", extra=["--edge", request.param]) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Final
+from collections.abc import Iterator
+from typing import Any, Final
 
 READY_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -94,3 +96,15 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.wait(STOP_TIMEOUT_S)
         return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def serving(data_dir: pathlib.Path, **options: Any) -> Iterator[ServerProcess]:
+    """A started server (``ServerProcess`` options), stopped with SIGTERM on leaving; it must then exit
+    0, or its output is the failure's message."""
+    proc = ServerProcess(data_dir, **options).start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, "".join(proc.output)

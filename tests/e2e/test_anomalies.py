@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 from tests.e2e.sse_client import SSEClient
 
 MINUTE_MS = 60_000
@@ -32,12 +32,8 @@ def iso(ms: int) -> str:
 @pytest.fixture
 def server(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
     """A fresh server whose live detector looks for closed minutes every 0.2 s, 1 s after they close."""
-    proc = ServerProcess(tmp_path / "data", env={"PULSE_ANOMALY_SETTLE_S": "1", "PULSE_ANOMALY_TICK_S": "0.2"}).start()
-    try:
+    with serving(tmp_path / "data", env={"PULSE_ANOMALY_SETTLE_S": "1", "PULSE_ANOMALY_TICK_S": "0.2"}) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 
 TRACK = "/api/events/track/page-view"
 TRACK_BATCH = "/api/events/track/batch"
@@ -31,12 +31,8 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(pathlib.Path(tmp_path_factory.mktemp("validation")) / "data").start()
-    try:
+    with serving(pathlib.Path(tmp_path_factory.mktemp("validation")) / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from server.health import (
     websocket_check,
 )
 from storage.sqlite import DB_FILE
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 from tests.e2e.sse_client import SSEClient
 from tests.e2e.ws_client import Client
 
@@ -123,12 +123,8 @@ def closed_port() -> int:
 
 @pytest.fixture
 def server_without_redis(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", extra=["--redis-url", f"redis://127.0.0.1:{closed_port()}"]).start()
-    try:
+    with serving(tmp_path / "data", extra=["--redis-url", f"redis://127.0.0.1:{closed_port()}"]) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 async def test_a_bus_that_is_down_degrades_status_on_both_routes(server_without_redis: ServerProcess) -> None:
@@ -178,12 +174,8 @@ async def test_the_health_route_reports_the_mailbox_rule_it_applies(client: http
 
 @pytest.fixture
 def one_socket_server(tmp_path: pathlib.Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", extra=["--max-websockets", "1"]).start()
-    try:
+    with serving(tmp_path / "data", extra=["--max-websockets", "1"]) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 async def test_capacity_counts_websockets_against_the_websocket_limit(one_socket_server: ServerProcess) -> None:

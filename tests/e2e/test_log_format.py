@@ -95,8 +95,8 @@ def test_formatter_keeps_exception_and_extra_fields() -> None:
 
 
 def test_hypercorn_errors_come_out_once_in_pulse_format() -> None:
-    """hypercorn replaces its error logger's handlers with its own text one when it starts; the
-    line must still come out once, as Pulse's JSON (server/logs.py ThroughHandler)."""
+    """hypercorn would give its error logger a text handler of its own; the line must come out
+    once, as Pulse's JSON (server/main.py hands hypercorn its logger, which it then uses as is)."""
     script = (
         "import trio\n"
         "from server import logs\n"

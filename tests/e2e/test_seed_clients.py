@@ -28,7 +28,7 @@ from protocol.record import SOURCE_EVENTS, Event
 from server.event_listing import events_response
 from server.uptime import availability
 from storage.base import MAX_PAGE, Cursor, EventPage, Lifetime, LifetimeHistory, StoreUnavailable
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 from tests.e2e.sse_client import SSEClient
 
 MINUTE_MS = 60_000
@@ -52,12 +52,8 @@ def parse_iso_ms(text: str) -> int:
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = pathlib.Path(tmp_path_factory.mktemp("seed-clients")) / "data"
-    proc = ServerProcess(data, env={"PULSE_SSE_STATS_INTERVAL": "0.2"}).start()
-    try:
+    with serving(data, env={"PULSE_SSE_STATS_INTERVAL": "0.2"}) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from actors.fanout import parse_position, position_key
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 from tests.e2e.test_sse_resume_ids import ResumeClient, track
 from tests.services import service_unavailable
 from tests.services.redis import RedisServer, redis_server  # noqa: F401
@@ -28,12 +28,8 @@ PAD = "x" * 1000  # ~1 KB per event: one request's stream entry is a little more
 def node(tmp_path: pathlib.Path, redis_server: RedisServer) -> Iterator[ServerProcess]:  # noqa: F811
     """One Pulse node on SQLite, over a private Redis, keeping at most 16 KiB per project stream."""
     extra = ["--redis-url", redis_server.url, "--stream-retention-bytes", str(RETENTION_BYTES)]
-    proc = ServerProcess(tmp_path / "data", extra=extra).start()
-    try:
+    with serving(tmp_path / "data", extra=extra) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture

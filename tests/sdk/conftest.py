@@ -12,28 +12,20 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.server_process import ServerProcess, serving
 
 
 @pytest.fixture(scope="package")
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("sdk") / "data").start()
-    try:
+    with serving(tmp_path_factory.mktemp("sdk") / "data") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture(scope="package")
 def keyed_pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Bound to 0.0.0.0, so every request needs a key (the tests connect over loopback)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("sdk-keyed") / "data", host="0.0.0.0").start()
-    try:
+    with serving(tmp_path_factory.mktemp("sdk-keyed") / "data", host="0.0.0.0") as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    assert code == 0, "".join(proc.output)
 
 
 @pytest.fixture
