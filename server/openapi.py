@@ -10,24 +10,28 @@ tests/e2e/test_openapi_contract.py runs schemathesis against a live server to ke
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable
 from functools import cache
 from typing import Any, Final
 
 import msgspec
 
+from actors.automation import abtest, conditions, definition
 from actors.session import SessionView
 from actors.user import UserView
 from protocol import anomaly, behavioral, tracking
 from protocol.normalize import MAX_BATCH, MAX_TIME_MS
 from protocol.tracking import MAX_NAME, MAX_TEXT
-from server import insight_routes
+from server import insight_routes, trigger_routes
 from server.compat import posthog, segment
 from server.compat.intake import PostHogAnswer, SegmentAnswer
 from server.event_listing import MAX_LIMIT as LISTING_MAX
 from server.export import FORMATS
 from server.suggestions import MAX_LIMIT as SUGGESTIONS_MAX
+from server.webhooks import routes as webhook_routes
 from storage.base import MAX_PAGE
+from storage.webhook_records import DEAD, STATUSES
 
 REF: Final = "#/components/schemas/{name}"
 Schema = dict[str, Any]
@@ -701,6 +705,276 @@ def _operations_paths() -> dict[str, Schema]:
     }
 
 
+# -- triggers and webhooks (issue 13; docs/automation.md) ----------------------------------------------
+# Every route needs the secret key (or open loopback access) and acts on the key's project. Bodies are
+# described against the validators (actors/automation/definition.py, conditions.py, abtest.py,
+# server/trigger_routes.py, server/webhooks/routes.py): unknown keys are refused where they refuse them.
+
+AUTOMATION: Final = (400, 401, 403, 404, 503)  # 404: no such trigger or webhook in this project
+NOT_BLANK: Final = r"\S"  # some character that is not white space (the validators strip())
+NOT_BLANK_NO_NUL: Final = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+# a schedule day: the validator reads YYYY-MM-DD (an end date includes its whole day)
+DAY: Final[Schema] = {
+    "type": "string", "format": "date",
+    "pattern": r"^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-[0-9]{2}-[0-9]{2}$",
+}
+# the webhook URL: http(s), a host, a port from 0 to 65535 (urllib.parse.urlsplit's reading)
+PORT: Final = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+WEBHOOK_URL: Final = rf"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~-]+(:{PORT})?([/?#][!-~]*)?$"
+B64: Final = "[A-Za-z0-9+/]"
+# whsec_ + base64 (padding optional) of 24 to 64 bytes
+WEBHOOK_SECRET: Final = (
+    rf"^whsec_((?:{B64}{{4}}){{8,20}}(?:{B64}{{2}}(==)?|{B64}{{3}}=?)?|(?:{B64}{{4}}){{21}}(?:{B64}{{2}}(==)?)?)$"
+)
+
+
+def _kind(limit: int = 200) -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": NOT_BLANK}
+
+
+def _actions() -> Schema:
+    action = {
+        "type": "object", "required": ["type"], "additionalProperties": False,
+        "properties": {"type": _kind(), "parameters": _nullable(OBJ)},
+    }
+    return {"type": "array", "minItems": 1, "maxItems": definition.MAX_ACTIONS, "items": action}
+
+
+def _filter() -> Schema:
+    """One filter: the operators a field's type allows, and values of that type."""
+    number = {"type": "number"}
+    string = _text(conditions.MAX_TEXT)
+    scalar = {"anyOf": [{"type": "string"}, number, BOOL, {"type": "null"}]}
+    numeric_fields = sorted(k for k, v in conditions.FIELDS.items() if v == conditions.NUMBER)
+    string_fields = sorted(k for k, v in conditions.FIELDS.items() if v == conditions.STRING)
+    roots = "|".join(conditions.PATH_ROOTS)
+    path = {"type": "string", "pattern": rf"^({roots})(\.[^.]+){{1,{conditions.MAX_PATH_DEPTH}}}$",
+            "description": "a path into the event's own payload: eventData.price, metadata.plan"}
+
+    def listed(item: Schema) -> Schema:
+        return {"type": "array", "minItems": 1, "maxItems": conditions.MAX_IN_VALUES, "items": item}
+
+    def case(field: Schema, operators: tuple[str, ...], value: Schema) -> Schema:
+        return {"type": "object", "required": ["field", "operator", "value"], "additionalProperties": False,
+                "properties": {"field": field, "operator": {"enum": list(operators)}, "value": value}}
+
+    numeric, text = {"enum": numeric_fields}, {"enum": string_fields}
+    return {"anyOf": [
+        case(numeric, ("equals", "not_equals", "greater_than", "less_than"), number),
+        case(numeric, ("in",), listed(number)),
+        case(text, ("equals", "not_equals", "contains"), string),
+        case(text, ("in",), listed(string)),
+        case(path, ("equals", "not_equals", "contains"), scalar),
+        case(path, ("greater_than", "less_than"), number),
+        case(path, ("in",), listed(scalar)),
+    ], "description": "numeric fields compare as numbers; a missing value matches only not_equals"}
+
+
+def _trigger_body(*, update: bool) -> Schema:
+    conditions_schema = {
+        "type": "object", "required": ["eventType"], "additionalProperties": False,
+        "properties": {
+            "eventType": _kind(),
+            "filters": _nullable({"type": "array", "maxItems": conditions.MAX_FILTERS, "items": _filter()}),
+            "match": {"enum": ["all", "any"], "default": "all"},
+        },
+    }
+    value = _text(200, min_length=1)
+    allowed = {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}],
+               "description": '"all", a value, or a list of values'}
+    schedule = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "active": {"type": "boolean", "default": True},
+            "timeZone": {"anyOf": [{"$ref": REF.format(name="TimeZone")}, {"type": "null"},
+                                   {"type": "string", "maxLength": 0}], "default": "UTC"},
+            "startDate": _nullable({"anyOf": [DAY, TIME_STRING]}),
+            "endDate": _nullable({"anyOf": [DAY, TIME_STRING]}),
+        },
+        "description": "a date is the whole day in timeZone (an end date includes it); endDate after startDate",
+    }
+    body: Schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "name": _kind(),
+            "description": _nullable(_text(2000)),
+            "triggerType": _nullable(_kind()),
+            "type": ANY,  # read only without triggerType (below)
+            "conditions": conditions_schema,
+            "actions": _actions(),
+            "personalization": _nullable({
+                "type": "object", "additionalProperties": False,
+                "properties": {key: allowed for key in definition.PERSONALIZATION_KEYS},
+            }),
+            "schedule": _nullable(schedule),
+            "cooldownSeconds": _nullable({"type": "integer", "minimum": 1, "maximum": definition.MAX_COOLDOWN_S}),
+            "urgency": _nullable({"enum": list(definition.URGENCIES)}),
+            "status": {"enum": list(definition.STATUSES)},
+        },
+        # triggerType, when the key is there, is the type (null: the event type) and type is not read
+        "if": {"required": ["triggerType"]},
+        "else": {"properties": {"type": _nullable(_kind())}},
+    }
+    if update:
+        body["description"] = "the keys given replace the stored ones; the result must be a valid trigger"
+    else:
+        body["required"] = ["name", "conditions", "actions"]
+    return body
+
+
+def _trigger_paths() -> dict[str, Schema]:
+    base = "/api/v1/behavioral/triggers"
+    trigger_id = _path("triggerId", {"type": "string"})
+    status = {"enum": ["active", "paused", "expired"]}
+    trigger = _obj("triggerId", "name", "type", "conditions", "actions", "status", "created", "updated",
+                   triggerId=STR, name=STR, description=STR, type=STR, conditions=OBJ, actions=ARR,
+                   personalization=OBJ, schedule=OBJ, cooldownSeconds=_nullable(INT), urgency=STR, status=status,
+                   created=STR, updated=STR, abTest=_nullable(OBJ))
+    stats = _obj("triggerRate", "conversionRate", "engagement", "sessions",
+                 triggerRate=_nullable(NUM), conversionRate=_nullable(NUM), engagement=_nullable(NUM), sessions=OBJ,
+                 definitions=OBJ, note=STR, abTest=OBJ)
+    body_errors = (400, 401, 403, 404, 413, 503)
+    variant = {"anyOf": [
+        _kind(100),
+        {"type": "object", "required": ["name"], "additionalProperties": False,
+         "properties": {"name": _kind(100), "actions": _nullable(_actions())}},
+    ]}
+    ab_body = _obj("variants", "trafficSplit",
+                   variants={"type": "array", "minItems": 2, "maxItems": abtest.MAX_VARIANTS, "items": variant},
+                   trafficSplit={"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 100}})
+    ab_body.update(additionalProperties=False, description=(
+        "a variant is a name (the trigger's own actions; control fires nothing) or {name, actions}; names "
+        "unique; trafficSplit: one percentage per variant, summing to 100"))
+    test_body = _obj(context=OBJ, sessionId=_nullable({"type": "string", "minLength": 1}),
+                     timestamp={"type": "integer", "minimum": 0, "maximum": trigger_routes.MAX_TIME_MS})
+    test_body["description"] = ("{context: {eventType, eventData, <field>: ...}, sessionId?, timestamp? (unix ms)}; "
+                                "without context the body itself is the context")
+    ident = _text(trigger_routes.MAX_ID, min_length=1, no_nul=True)
+    execute_body = _obj("sessionId", sessionId=ident, userId=_nullable(_text(trigger_routes.MAX_ID, no_nul=True)),
+                        context=_nullable(OBJ),
+                        override=_nullable(_obj(personalization=_nullable(OBJ))))
+    execute_body["additionalProperties"] = False
+    return {
+        base: {
+            "post": _op("Create a trigger (seed 000)", _json(_obj("triggerId", "status", "created", "performance",
+                        triggerId=STR, status=status, created=STR, performance=stats), "created"),
+                        status=201, errors=(400, 401, 403, 409, 413, 503),
+                        body=_json_body(_trigger_body(update=False))),
+            "get": _op("The project's triggers", _json(_obj("triggers", "total", triggers={"type": "array", "items": trigger},
+                       total=INT)), errors=(401, 403, 503)),
+        },
+        f"{base}/{{triggerId}}": {
+            "get": _op("A trigger", _json(trigger), errors=AUTOMATION, params=[trigger_id]),
+            "put": _op("Change a trigger", _json(trigger), errors=body_errors, params=[trigger_id],
+                       body=_json_body(_trigger_body(update=True))),
+            "delete": _op("Delete a trigger and everything recorded about it",
+                          _json(_obj("triggerId", "deleted", triggerId=STR, deleted={"const": True})),
+                          errors=AUTOMATION, params=[trigger_id]),
+        },
+        f"{base}/{{triggerId}}/test": {"post": _op(
+            "Would the trigger fire for this context, and why (records nothing)",
+            _json(_obj("triggerId", "wouldFire", "variant", "reasons", triggerId=STR, wouldFire=BOOL,
+                       variant=_nullable(STR), reasons=OBJ, note=STR)),
+            errors=body_errors, params=[trigger_id], body=_json_body(test_body),
+        )},
+        f"{base}/{{triggerId}}/execute": {"post": _op(
+            "Run the trigger's actions for a session now (seed 000)",
+            _json(_obj("executionId", "triggered", "variant", "actions", "reasons", "tracking", executionId=STR,
+                       triggered=BOOL, reason=STR, variant=_nullable(STR), actions=ARR, reasons=ARR, tracking=OBJ)),
+            errors=body_errors, params=[trigger_id], body=_json_body(execute_body),
+        )},
+        f"{base}/{{triggerId}}/monitor": {"get": _op(
+            "The trigger's recent executions, newest first, with their reasons",
+            _json(_obj("triggerId", "status", "executions", "count", triggerId=STR, status=status, executions=ARR,
+                       count=INT)),
+            errors=AUTOMATION, params=[trigger_id, _query("limit", {
+                "type": "integer", "minimum": 1, "maximum": trigger_routes.MAX_MONITOR,
+                "default": trigger_routes.DEFAULT_MONITOR})],
+        )},
+        f"{base}/{{triggerId}}/performance": {"get": _op(
+            "triggerRate, conversionRate, engagement (and per A/B variant, with significance)",
+            _json({**stats, "required": ["triggerId", "status", *stats["required"]],
+                   "properties": {"triggerId": STR, "status": status, **stats["properties"]}}),
+            errors=AUTOMATION, params=[trigger_id],
+        )},
+        f"{base}/{{triggerId}}/ab-test": {"post": _op(
+            "Start an A/B test over the trigger's actions (replaces a running one)",
+            _json(_obj("triggerId", "testId", "status", "variants", "trafficSplit", "replacedTestId", "created",
+                       triggerId=STR, testId=STR, status={"const": "running"}, variants=ARR,
+                       trafficSplit={"type": "array", "items": NUM}, replacedTestId=_nullable(STR), assignment=STR,
+                       created=STR), "created"),
+            status=201, errors=body_errors, params=[trigger_id], body=_json_body(ab_body),
+        )},
+        f"{base}/{{triggerId}}/optimize": {"post": _op(
+            "Move the A/B test's traffic toward the likely best variant (Thompson sampling); 409 without a test",
+            _json(_obj("triggerId", "testId", "variants", "previousSplit", "newSplit", "changed", "reason",
+                       triggerId=STR, testId=STR, method=STR, variants=ARR, previousSplit=ARR, newSplit=ARR,
+                       changed=BOOL, reason=STR)),
+            errors=(401, 403, 404, 409, 503), params=[trigger_id],
+        )},
+    }
+
+
+def _webhook_paths() -> dict[str, Schema]:
+    base = "/api/v1/behavioral/webhooks"
+    webhook_id = _path("webhookId", {"type": "string"})
+    webhook = _obj("id", "url", "events", "createdAt", "status", "disabledReason", id=STR, url=STR,
+                   events={"type": "array", "items": STR}, createdAt=INT, status={"enum": ["active", "disabled"]},
+                   disabledReason=_nullable(STR))
+    created = {**webhook, "required": [*webhook["required"], "secret", "secretGenerated"],
+               "properties": {**webhook["properties"], "secret": STR, "secretGenerated": BOOL}}
+    registration = _obj(
+        "url", "events",
+        url={"type": "string", "maxLength": webhook_routes.MAX_URL, "pattern": WEBHOOK_URL},
+        events={"type": "array", "minItems": 1, "maxItems": webhook_routes.MAX_EVENTS,
+                "items": {"type": "string", "minLength": 1, "maxLength": webhook_routes.MAX_EVENT_NAME,
+                          "pattern": NOT_BLANK_NO_NUL},
+                "description": "trigger_fired, workflow_action, or event types"},
+        secret=_nullable({"type": "string", "pattern": WEBHOOK_SECRET,
+                          "description": "whsec_ + base64 of 24 to 64 bytes; generated when absent"}),
+    )
+    registration["additionalProperties"] = False
+    delivery = _obj("id", "type", "status", "attempts", "createdAt", "payload", id=STR, type=STR,
+                    dedupKey=_nullable(STR), status={"enum": list(STATUSES)}, attempts=INT, createdAt=INT,
+                    nextAttemptAt=_nullable(INT), lastError=_nullable(STR), lastStatus=_nullable(INT),
+                    finishedAt=_nullable(INT), payload=ANY)
+    listing = _json(_obj("success", "webhookId", "status", "deliveries", success={"const": True}, webhookId=STR,
+                         status={"enum": list(STATUSES)}, deliveries={"type": "array", "items": delivery}))
+    limit = _query("limit", {"anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": webhook_routes.MAX_LIST},
+        {"type": "string", "maxLength": 0}]}, f"newest first; default {webhook_routes.DEFAULT_LIST}")
+    replay = _obj(deliveryId=_nullable({"type": "string", "minLength": 1}))
+    replay.update(additionalProperties=False, description="{deliveryId} replays that dead letter; no body (or {}) all")
+    return {
+        base: {
+            "post": _op("Register a webhook; the answer is the only one that shows its secret",
+                        _json(_obj("success", "webhook", success={"const": True}, webhook=created), "created"),
+                        status=201, errors=(400, 401, 403, 409, 413, 503), body=_json_body(registration)),
+            "get": _op("The project's webhooks (no secrets)",
+                       _json(_obj("success", "webhooks", success={"const": True},
+                                  webhooks={"type": "array", "items": webhook})),
+                       errors=(401, 403, 503)),
+        },
+        f"{base}/{{webhookId}}": {"delete": _op(
+            "Remove a webhook and its queued deliveries",
+            _json(_obj("success", "deleted", success={"const": True}, deleted=STR)), errors=AUTOMATION,
+            params=[webhook_id],
+        )},
+        f"{base}/{{webhookId}}/deliveries": {"get": _op(
+            "A webhook's deliveries in one status, newest first", listing, errors=AUTOMATION,
+            params=[webhook_id, _query("status", _choice(STATUSES, DEAD)), limit],
+        )},
+        f"{base}/{{webhookId}}/dead-letters": {"get": _op(
+            "A webhook's dead letters, newest first", listing, errors=AUTOMATION, params=[webhook_id, limit],
+        )},
+        f"{base}/{{webhookId}}/dead-letters/replay": {"post": _op(
+            "Queue dead letters again (409 when the webhook is disabled or the delivery is not dead)",
+            _json(_obj("success", "webhookId", "replayed", success={"const": True}, webhookId=STR, replayed=INT)),
+            errors=(400, 401, 403, 404, 409, 413, 503), params=[webhook_id], body=_json_body(replay, required=False),
+        )},
+    }
+
+
 @cache
 def document() -> bytes:
     answers = [
@@ -716,9 +990,10 @@ def document() -> bytes:
         "BatchTrackEventRequest": _track_batch(),
         "BehavioralEvent": _behavioral_event(),
         "BehavioralBatch": _behavioral_batch(),
+        "TimeZone": {"enum": sorted(zoneinfo.available_timezones()), "description": "an IANA time zone name"},
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
-             **_operations_paths()}
+             **_operations_paths(), **_trigger_paths(), **_webhook_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {

@@ -110,6 +110,15 @@ async def _json_body(*, allow_empty: bool = False) -> Any:
         raise InvalidInput("$", f"malformed json: {exc}") from None
 
 
+def _integral(body: Any, key: str) -> Any:
+    """JSON does not tell 30 from 30.0: an integral number where an integer is expected is one."""
+    if isinstance(body, dict):
+        value = body.get(key)
+        if isinstance(value, float) and value.is_integer():
+            return {**body, key: int(value)}
+    return body
+
+
 def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]], json_response: Json) -> None:
     def not_found(trigger_id: str) -> Response:
         reason = f"no trigger {trigger_id!r} in this project"
@@ -145,7 +154,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     async def create_trigger() -> Response:
         granted = await access()
         project = granted.project.id
-        body = await _json_body()
+        body = _integral(await _json_body(), "cooldownSeconds")
         now = now_ms()
         trigger = parse_trigger(body, "trigger_" + secrets.token_hex(8), now)
         if len(await pulse.store.list_triggers(project)) >= MAX_TRIGGERS:
@@ -183,7 +192,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         previous = await load(granted.project.id, trigger_id)
         if previous is None:
             return not_found(trigger_id)
-        body = await _json_body()
+        body = _integral(await _json_body(), "cooldownSeconds")
         held = previous.status in GATED_STATUSES
         if held and isinstance(body, dict) and "status" in body:
             raise InvalidInput("$.status", f"the trigger is {previous.status}: only an approval decision changes that",
@@ -213,7 +222,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         trigger = await load(granted.project.id, trigger_id)
         if trigger is None:
             return not_found(trigger_id)
-        body = await _json_body()
+        body = _integral(await _json_body(), "timestamp")
         if not isinstance(body, dict):
             raise InvalidInput("$", "must be a JSON object {context, sessionId?, timestamp?}")
         context_body = body.get("context", body)
@@ -289,7 +298,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         if trigger is None:
             return not_found(trigger_id)
         raw = request.args.get("limit", str(DEFAULT_MONITOR))
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_MONITOR:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_MONITOR:
             raise InvalidInput("limit", f"an integer from 1 to {MAX_MONITOR}, got {raw!r}")
         rows = await pulse.store.trigger_executions(project, trigger_id, int(raw))
         executions = []
@@ -396,18 +405,22 @@ def _execute_body(body: object) -> tuple[str, str | None, DictContext]:
     if unknown:
         raise InvalidInput(f"$.{unknown[0]}", "unknown key; execute takes sessionId, userId, context, override")
     session_id = body.get("sessionId")
-    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_ID:
-        raise InvalidInput("$.sessionId", "required: the session to run the actions for")
+    # ids are stored and indexed: no NUL (as on ingest)
+    if not isinstance(session_id, str) or not session_id or len(session_id) > MAX_ID or "\x00" in session_id:
+        raise InvalidInput("$.sessionId", f"required: the session to run the actions for (1 to {MAX_ID} characters, no NUL)")
     user_id = body.get("userId")
-    if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_ID):
-        raise InvalidInput("$.userId", "must be a string")
-    context = body.get("context") or {}
+    if user_id is not None and (not isinstance(user_id, str) or len(user_id) > MAX_ID or "\x00" in user_id):
+        raise InvalidInput("$.userId", f"must be a string of at most {MAX_ID} characters, no NUL")
+    context = body.get("context")
+    context = {} if context is None else context
     if not isinstance(context, dict):
         raise InvalidInput("$.context", "must be an object {eventType, eventData}")
-    override = body.get("override") or {}
+    override = body.get("override")
+    override = {} if override is None else override
     if not isinstance(override, dict):
         raise InvalidInput("$.override", "must be an object {personalization}")
-    personalization = override.get("personalization") or {}
+    personalization = override.get("personalization")
+    personalization = {} if personalization is None else personalization
     if not isinstance(personalization, dict):
         raise InvalidInput("$.override.personalization", "must be an object of persona, deviceType, trafficSource")
     merged = {**context, **{k: v for k, v in personalization.items() if k in ("persona", "deviceType", "trafficSource")}}

@@ -131,7 +131,10 @@ def parse_registration(raw: str | bytes) -> tuple[str, tuple[str, ...], str | No
         raise InvalidInput("$.url", "required: an http or https URL")
     if len(url) > MAX_URL:
         raise InvalidInput("$.url", f"longer than {MAX_URL} characters")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)  # raises ValueError on a bad IPv6 host or a netloc NFKC changes
+    except ValueError as exc:
+        raise InvalidInput("$.url", f"not a URL: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise InvalidInput("$.url", f"must be an http or https URL, got scheme {parts.scheme or 'none'!r}")
     try:

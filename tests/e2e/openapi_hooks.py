@@ -1,21 +1,27 @@
 """schemathesis hooks for the contract run (tests/e2e/test_openapi_contract.py): the rules between
-two parameters, which OpenAPI cannot state, and nothing else.
+two parameters or two body fields, which OpenAPI cannot state, and the isolation of the triggers and
+webhooks the run creates.
 
 Each parameter's own rules (formats, bounds, enumerations, lengths) are in /openapi.json and checked
-both ways by schemathesis. A parameter schema cannot say "from not after to" or "sessionId or
-userId": schemathesis would then call a request valid that the server rightly refuses with a 400
-naming the field (documented in the operation's summary). Only such positive (schema-valid) cases
-are left out here; the negative ones all still run. Load with SCHEMATHESIS_HOOKS=tests.e2e.openapi_hooks.
+both ways by schemathesis. A schema cannot say "from not after to", "sessionId or userId", "endDate
+after startDate": schemathesis would then call a request valid that the server rightly refuses with a
+400 naming the field (documented in the operation's summary). Only such positive (schema-valid) cases
+are left out here (filter_case); the negative ones all still run. An A/B test's split (one share per
+variant, summing to 100) is too unlikely to hold by chance, so its positive cases are made to keep it
+(map_case), and so are unique variant names. Load with SCHEMATHESIS_HOOKS=tests.e2e.openapi_hooks.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from typing import Any
+import zoneinfo
+from typing import Any, Final
 
 import schemathesis
 
+from actors.automation.abtest import CONTROL
+from actors.automation.definition import parse_instant
 from protocol.errors import InvalidInput
 from server.anomalies import DEFAULT_RANGE_MS, MAX_RANGE_MS
 from server.compat import posthog, segment
@@ -70,6 +76,27 @@ BATCHES = {"/api/events/track/batch", "/api/v1/behavioral/batch", *(p for p, cal
            *posthog.PATHS}
 
 
+def _schedule_ok(body: Any) -> bool:
+    """A trigger's schedule: endDate after startDate (each in the schedule's time zone)."""
+    schedule = body.get("schedule") if isinstance(body, dict) else None
+    if not isinstance(schedule, dict) or schedule.get("startDate") is None or schedule.get("endDate") is None:
+        return True
+    try:
+        zone = zoneinfo.ZoneInfo(schedule.get("timeZone") or "UTC")
+        start = parse_instant(schedule["startDate"], zone, "startDate", end=False)
+        end = parse_instant(schedule["endDate"], zone, "endDate", end=True)
+    except (InvalidInput, ValueError, zoneinfo.ZoneInfoNotFoundError, TypeError):
+        return True  # a bad value on its own: the document's to judge
+    return end > start
+
+
+BODY_RULES = {
+    ("POST", "/api/v1/behavioral/triggers"): _schedule_ok,
+    ("PUT", "/api/v1/behavioral/triggers/{triggerId}"): _schedule_ok,
+}
+AB_TEST: Final = ("POST", "/api/v1/behavioral/triggers/{triggerId}/ab-test")
+
+
 @schemathesis.hook
 def filter_case(context: Any, case: Any) -> bool:
     meta = case.meta
@@ -77,5 +104,63 @@ def filter_case(context: Any, case: Any) -> bool:
         return True
     if not meta.generation.mode.is_positive:
         return case.operation.path not in BATCHES
-    rule = CROSS_PARAMETER_RULES.get((case.method.upper(), case.operation.path))
-    return rule is None or bool(rule(_query(case)))
+    key = (case.method.upper(), case.operation.path)
+    rule = CROSS_PARAMETER_RULES.get(key)
+    body_rule = BODY_RULES.get(key)
+    return (rule is None or bool(rule(_query(case)))) and (body_rule is None or body_rule(case.body))
+
+
+# Triggers and webhooks created by the run listen to event types of their own (a prefix on the
+# generated names, still schema-valid): otherwise the hundreds of triggers and webhooks it creates
+# on the shrunk name "0" would fire, and record deliveries, for every event the ingest operations
+# send with that name, and the run would take minutes instead of seconds.
+OWN_TYPES: Final = "st-"
+TRIGGER_BODIES: Final = {("POST", "/api/v1/behavioral/triggers"), ("PUT", "/api/v1/behavioral/triggers/{triggerId}")}
+WEBHOOK_BODY: Final = ("POST", "/api/v1/behavioral/webhooks")
+
+
+def _own(name: Any) -> Any:
+    """``name`` with the prefix, if it is a valid event type (else left as it is: a negative case's
+    invalid value must stay invalid)."""
+    if isinstance(name, str) and name.strip() and len(name) <= 200 and "\x00" not in name:
+        return OWN_TYPES + name[: 200 - len(OWN_TYPES)]
+    return name
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    """Triggers and webhooks get event types of their own (OWN_TYPES above; a negative case's invalid
+    value is left as it is); and, in positive cases only, an A/B test's rules between its fields (variant names unique,
+    control without actions, one share per variant summing to 100), too unlikely to hold by chance
+    for a filter, are made to hold, its variants otherwise as generated."""
+    body = case.body
+    if case.meta is None or not isinstance(body, dict):
+        return case
+    key = (case.method.upper(), case.operation.path)
+    if key in TRIGGER_BODIES and isinstance(body.get("conditions"), dict):
+        case.body = {**body, "conditions": {**body["conditions"], "eventType": _own(body["conditions"].get("eventType"))}}
+        return case
+    if key == WEBHOOK_BODY and isinstance(body.get("events"), list):
+        case.body = {**body, "events": [_own(name) for name in body["events"]]}
+        return case
+    if key != AB_TEST or not case.meta.generation.mode.is_positive or not isinstance(body.get("variants"), list):
+        return case
+    variants, seen = [], set()
+    for i, variant in enumerate(body["variants"]):
+        name = variant if isinstance(variant, str) else variant.get("name") if isinstance(variant, dict) else None
+        if not isinstance(name, str):
+            return case
+        if name in seen:
+            name = f"v{i}-{name[:90]}"
+        seen.add(name)
+        if isinstance(variant, dict):
+            variant = {**variant, "name": name}
+            if name == CONTROL:
+                variant["actions"] = None
+        else:
+            variant = name
+        variants.append(variant)
+    count = len(variants)
+    share = 100 // count if count else 0
+    case.body = {**body, "variants": variants, "trafficSplit": [100 - share * (count - 1)] + [share] * (count - 1)}
+    return case
