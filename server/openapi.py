@@ -17,13 +17,13 @@ from typing import Any, Final
 
 import msgspec
 
-from actors.automation import abtest, conditions, definition
+from actors.automation import abtest, approval, conditions, definition, workflows
 from actors.session import SessionView
 from actors.user import UserView
 from protocol import anomaly, behavioral, tracking
 from protocol.normalize import MAX_BATCH, MAX_TIME_MS
 from protocol.tracking import MAX_NAME, MAX_TEXT
-from server import insight_routes, trigger_routes
+from server import approval_routes, insight_routes, integrations, trigger_routes, workflow_routes
 from server.compat import posthog, segment
 from server.compat.intake import PostHogAnswer, SegmentAnswer
 from server.event_listing import MAX_LIMIT as LISTING_MAX
@@ -32,6 +32,7 @@ from server.suggestions import MAX_LIMIT as SUGGESTIONS_MAX
 from server.webhooks import routes as webhook_routes
 from storage.base import MAX_PAGE
 from storage.webhook_records import DEAD, STATUSES
+from storage.workflow_records import ACTION_STATUSES
 
 REF: Final = "#/components/schemas/{name}"
 Schema = dict[str, Any]
@@ -809,7 +810,10 @@ def _trigger_body(*, update: bool) -> Schema:
             "schedule": _nullable(schedule),
             "cooldownSeconds": _nullable({"type": "integer", "minimum": 1, "maximum": definition.MAX_COOLDOWN_S}),
             "urgency": _nullable({"enum": list(definition.URGENCIES)}),
-            "status": {"enum": list(definition.STATUSES)},
+            "status": {"enum": list(definition.STATUSES),
+                       "description": "a gated trigger (pending_approval, rejected) refuses any status: 409"},
+            "requiresApproval": {"type": "boolean", "default": False},
+            "impact": _nullable(_impact()),
         },
         # triggerType, when the key is there, is the type (null: the event type) and type is not read
         "if": {"required": ["triggerType"]},
@@ -822,14 +826,303 @@ def _trigger_body(*, update: bool) -> Schema:
     return body
 
 
+# what str.strip() removes (str.isspace), spelled out: a pattern's \s is read as ECMA-262's, which
+# leaves out \x1c-\x1f and adds \ufeff
+SPACE: Final = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _stripped(limit: int = 200) -> Schema:
+    """A string of 1 to ``limit`` characters that is not all white space (the validator strip()s it)."""
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": f"[^{SPACE}]"}
+
+
+def _impact() -> Schema:
+    """The seed's impact object (actors/automation/approval.py parse_impact): the approval gate's input."""
+    count = _nullable({"type": "integer", "minimum": 0})
+    return {
+        "type": "object", "additionalProperties": False,
+        "properties": {"expectedUsers": count, "expectedReach": count, "revenueImpact": _nullable(NUM),
+                       "riskLevel": _nullable({"enum": list(approval.RISK_LEVELS)})},
+        "description": (f"a high or critical riskLevel, or expectedUsers (else expectedReach) over the project's "
+                        f"threshold (default {approval.DEFAULT_REACH_THRESHOLD}), holds it pending_approval"),
+    }
+
+
+# what a create (or change) answer says of the approval that holds it
+APPROVAL_HELD: Final[Schema] = _obj("approvalId", "status", "reason", approvalId=STR, status={"const": "pending"},
+                                    reason=STR)
+
+
+def _upto(bound: int, digits: int) -> str:
+    """A regex for the whole numbers 0..bound written with 1 to ``digits`` digits (leading zeros too)."""
+    top = str(bound)
+    alternatives = []
+    for length in range(1, len(top) + 1):
+        zeros = f"0{{0,{digits - length}}}"
+        if length < len(top):
+            body = "[0-9]" if length == 1 else f"[1-9][0-9]{{{length - 1}}}"
+            alternatives.append(zeros + body)
+            continue
+        parts = []  # the numbers of len(top) digits up to bound
+        for i, d in enumerate(top):
+            low = 1 if i == 0 else 0
+            if int(d) > low:
+                rest = len(top) - i - 1
+                parts.append(top[:i] + f"[{low}-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+        parts.append(top)
+        alternatives.append(zeros + "(" + "|".join(parts) + ")")
+    return "(" + "|".join(alternatives) + ")"
+
+
+def _delay() -> Schema:
+    days = workflows.MAX_DELAY_MS // 86_400_000
+    units = {"s": days * 86_400, "m": days * 1_440, "h": days * 24, "d": days}
+    alternatives = "|".join(f"{_upto(limit, 9)}{unit}" for unit, limit in units.items())
+    return {"type": "string", "pattern": rf"^[{SPACE}]*({alternatives})[{SPACE}]*$", "default": "0s",
+            "description": f'after the firing: a whole number and a unit s, m, h or d ("90s", "2h"), at most {days} days'}
+
+
+def _condition_map() -> Schema:
+    """A workflow trigger's conditions (actors/automation/conditions.py compile_condition_map): field ->
+    a value (equals) or {operator: value} (all must hold); every field must hold."""
+    number = {"type": "number"}
+    string = _text(conditions.MAX_TEXT)
+    scalar = {"anyOf": [{"type": "string"}, number, BOOL, {"type": "null"}]}
+
+    def listed(item: Schema) -> Schema:
+        return {"type": "array", "minItems": 1, "maxItems": conditions.MAX_IN_VALUES, "items": item}
+
+    def operators(value: Schema, ordered: bool, contains: Schema | None) -> Schema:
+        props: Schema = {"equals": value, "not_equals": value, "in": listed(value)}
+        if ordered:
+            props.update({op: number for op in ("min", "max", "greater_than", "less_than")})
+        if contains is not None:
+            props["contains"] = contains
+        return {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": props}
+
+    typed = {
+        conditions.NUMBER: {"anyOf": [number, operators(number, True, None)]},
+        conditions.STRING: {"anyOf": [string, operators(string, False, string)]},
+    }
+    any_value = {"anyOf": [scalar, {**operators(scalar, True, scalar)}]}
+    roots = "|".join(conditions.PATH_ROOTS)
+    return {
+        "type": "object", "minProperties": 1, "maxProperties": conditions.MAX_FILTERS,
+        "properties": {name: typed[kind] for name, kind in conditions.FIELDS.items()},
+        "patternProperties": {rf"^({roots})(\.[^.]+){{1,{conditions.MAX_PATH_DEPTH}}}$": any_value},
+        "additionalProperties": False,
+        "description": ('{"engagementScore": {"min": 0.8}, "deviceType": "mobile", "eventData.plan": "pro"}: '
+                        "min and max are inclusive; a path into the event's payload takes any scalar"),
+    }
+
+
+def _workflow_body() -> Schema:
+    trigger = {"type": "object", "required": ["type", "conditions"], "additionalProperties": False,
+               "properties": {"type": {"enum": list(workflows.TRIGGER_TYPES)}, "conditions": _condition_map()}}
+    action = {"type": "object", "required": ["type"], "additionalProperties": False,
+              "properties": {"type": _stripped(), "delay": _delay(), "parameters": _nullable(OBJ)}}
+    name = _stripped(100)
+    optimization = {
+        "type": "object", "additionalProperties": False,
+        "properties": {"abTest": {"type": "boolean", "default": False}, "variants": ANY, "trafficSplit": ANY},
+        # without abTest: true, variants and trafficSplit are not read
+        "if": {"required": ["abTest"], "properties": {"abTest": {"const": True}}},
+        "then": {"required": ["variants", "trafficSplit"], "properties": {
+            "variants": {"type": "array", "minItems": 2, "maxItems": abtest.MAX_VARIANTS, "uniqueItems": True,
+                         "items": name},
+            "trafficSplit": {"type": "array", "minItems": 2, "maxItems": abtest.MAX_VARIANTS,
+                             "items": {"type": "number", "minimum": 0, "maximum": 100}},
+        }},
+        "description": "abTest true: unique variant names, and one percentage per variant, summing to 100",
+    }
+    return {
+        "type": "object", "required": ["workflowName", "triggers", "actions"], "additionalProperties": False,
+        "properties": {
+            "workflowName": _stripped(),
+            "description": _nullable(_text(2000)),
+            "triggers": {"type": "array", "minItems": 1, "maxItems": workflows.MAX_TRIGGERS, "items": trigger,
+                         "description": "the workflow fires (once per session) when any of them holds"},
+            "actions": {"type": "array", "minItems": 1, "maxItems": workflows.MAX_ACTIONS, "items": action},
+            "optimization": _nullable(optimization),
+            "status": {"enum": list(workflows.CREATE_STATUSES), "default": "active"},
+            "requiresApproval": {"type": "boolean", "default": False},
+            "impact": _nullable(_impact()),
+        },
+    }
+
+
+def _workflow_paths() -> dict[str, Schema]:
+    base = workflow_routes.BASE
+    workflow_id = _path("workflowId", {"type": "string"})
+    status = {"enum": list(workflows.STATUSES)}
+    performance = _obj("triggerRate", "conversionRate", "roi", "engagement", "sessions",
+                       triggerRate=_nullable(NUM), conversionRate=_nullable(NUM), roi={"type": "null"},
+                       engagement=_nullable(NUM), sessions=OBJ, definitions=OBJ)
+    workflow = _obj("workflowId", "workflowName", "description", "triggers", "actions", "status", "created", "updated",
+                    workflowId=STR, workflowName=STR, description=STR, triggers=ARR, actions=ARR,
+                    optimization=_nullable(OBJ), requiresApproval=BOOL, impact=OBJ, status=status,
+                    approval=_nullable(OBJ), created=STR, updated=STR)
+    one = {**workflow, "required": [*workflow["required"], "performance"],
+           "properties": {**workflow["properties"], "performance": performance}}
+    created = _obj("workflowId", "status", "created", "performance", workflowId=STR,
+                   status={"enum": [*workflows.CREATE_STATUSES, "pending_approval"]}, created=STR,
+                   performance=performance, optimization=OBJ, approvalId=STR, approval=APPROVAL_HELD)
+    limit = _query("limit", {"type": "integer", "minimum": 1, "maximum": workflow_routes.MAX_EXECUTIONS,
+                             "default": workflow_routes.DEFAULT_EXECUTIONS})
+    return {
+        base: {
+            "post": _op(f"Create a workflow (seed 000); held pending_approval (with approvalId) when it needs "
+                        f"approval; 409 past {workflow_routes.MAX_WORKFLOWS} workflows",
+                        _json(created, "created"), status=201, errors=(400, 401, 403, 409, 413, 503),
+                        body=_json_body(_workflow_body())),
+            "get": _op("The project's workflows", _json(_obj("workflows", "total", total=INT,
+                       workflows={"type": "array", "items": workflow})), errors=(401, 403, 503)),
+        },
+        f"{base}/{{workflowId}}": {
+            "get": _op("A workflow, with its performance", _json(one), errors=AUTOMATION, params=[workflow_id]),
+            "delete": _op("Delete a workflow, its scheduled actions and its marks",
+                          _json(_obj("deleted", "workflowId", deleted={"const": True}, workflowId=STR)),
+                          errors=AUTOMATION, params=[workflow_id]),
+        },
+        f"{base}/{{workflowId}}/executions": {"get": _op(
+            "The workflow's scheduled and run actions, newest first",
+            _json(_obj("workflowId", "status", "executions", "count", workflowId=STR, status=status, executions=ARR,
+                       count=INT)),
+            errors=AUTOMATION, params=[workflow_id, limit, _query("status", {"enum": list(ACTION_STATUSES)})],
+        )},
+    }
+
+
+def _approval_paths() -> dict[str, Schema]:
+    base = approval_routes.BASE
+    approval_id = _path("approvalId", {"type": "string"})
+    text = _nullable(_text(approval_routes.MAX_TEXT, no_nul=True))
+    target_id = {"type": "string", "minLength": 1, "maxLength": approval_routes.MAX_ID}
+    request_body = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "requestType": {**_text(200, min_length=1, no_nul=True), "default": "behavioral_automation"},
+            "description": text,
+            "justification": text,
+            "impact": _nullable(_impact()),
+            "automation": {"type": "object", "description": f"at most {approval_routes.MAX_AUTOMATION_BYTES} bytes of JSON"},
+            "triggerId": target_id,
+            "workflowId": target_id,
+        },
+        "not": {"required": ["triggerId", "workflowId"]},
+        "description": "triggerId or workflowId (not both) puts that trigger or workflow on hold now (404 if "
+                       "there is none; 409 if the trigger waits for an approval already)",
+    }
+    priority = {"enum": ["low", "medium", "high"]}
+    target = _obj("kind", "id", kind={"enum": ["trigger", "workflow"]}, id=STR, status=_nullable(STR))
+    view = _obj("approvalId", "status", "decision", "conditions", "approver", "approvalDate", "requested", "reason",
+                approvalId=STR, status={"enum": ["pending", "approved", "rejected"]},
+                decision=_nullable({"enum": list(approval.DECISIONS)}), conditions={"type": "array", "items": STR},
+                approver=_nullable(STR), approvalDate=_nullable(STR), requested=STR, reason=STR,
+                requestType=_nullable(STR), description=_nullable(STR), impact=_nullable(OBJ),
+                automation=_nullable(OBJ), justification=_nullable(STR), priority=_nullable(priority))
+    detail = {**view, "required": [*view["required"], "target"],
+              "properties": {**view["properties"], "target": _nullable(OBJ), "heldBack": OBJ}}
+    limit = r"([1-9][0-9]{0,5}|1000000)"  # 1 to approval.MAX_LIMIT, no leading zero
+    hours = r"([1-9][0-9]{0,2}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])"  # 1 to approval.MAX_EXPIRY_H
+    condition = {"type": "string", "pattern": (
+        rf"^(limit_to_{limit}_users_per_hour|limit_to_{limit}_sessions_per_day"
+        rf"|only_device_[a-z][a-z0-9_-]{{0,39}}|expires_after_{hours}h)$")}
+    decision_body = {
+        "type": "object", "required": ["decision", "approver"], "additionalProperties": False,
+        "properties": {
+            "decision": {"enum": list(approval.DECISIONS)},
+            "approver": _stripped(),
+            "conditions": _nullable({"type": "array", "maxItems": 0}),
+        },
+        "if": {"properties": {"decision": {"const": "approved_with_conditions"}}},
+        "then": {"required": ["conditions"], "properties": {"conditions": {
+            "type": "array", "minItems": 1, "maxItems": approval.MAX_CONDITIONS, "items": condition}}},
+        "description": ("approved_with_conditions takes 1 to 10 conditions, at most one of each kind: "
+                        + ", ".join(approval.GRAMMAR) + "; the other decisions none"),
+    }
+    settings = _obj("projectId", "expectedReachThreshold", "isDefault", "defaultThreshold", "gatedStatuses",
+                    projectId=STR, expectedReachThreshold=INT, isDefault=BOOL, defaultThreshold=INT,
+                    gatedStatuses={"type": "array", "items": STR})
+    threshold = _obj("expectedReachThreshold",
+                     expectedReachThreshold={"type": "integer", "minimum": 0, "maximum": approval.MAX_REACH_THRESHOLD})
+    threshold["additionalProperties"] = False
+    body_errors = (400, 401, 403, 404, 409, 413, 503)
+    return {
+        f"{base}/approval": {"post": _op(
+            "Request an approval (seed HITL)",
+            _json(_obj("approvalId", "status", "estimatedResponse", "reviewers", "priority", approvalId=STR,
+                       status={"const": "pending"}, estimatedResponse=_nullable(STR),
+                       reviewers={"type": "array", "items": STR}, priority=priority, target=target), "created"),
+            status=201, errors=body_errors, body=_json_body(request_body),
+        )},
+        f"{base}/approval/{{approvalId}}": {"get": _op(
+            "An approval: its request, decision, target and the firings its conditions held back",
+            _json(detail), errors=AUTOMATION, params=[approval_id],
+        )},
+        f"{base}/approval/{{approvalId}}/decision": {"post": _op(
+            "Decide an approval and apply it to its trigger or workflow (409: decided already)",
+            _json({**view, "required": [*view["required"], "target"],
+                   "properties": {**view["properties"], "target": _nullable(OBJ)}}),
+            errors=body_errors, params=[approval_id], body=_json_body(decision_body),
+        )},
+        f"{base}/approvals": {"get": _op(
+            "The project's approvals, newest first",
+            _json(_obj("approvals", "count", approvals={"type": "array", "items": view}, count=INT)), errors=READ,
+            params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": approval_routes.MAX_LIST,
+                                     "default": approval_routes.DEFAULT_LIST})],
+        )},
+        f"{base}/settings": {
+            "get": _op("The project's approval settings", _json(settings), errors=(401, 403, 503)),
+            "put": _op("Set the expected reach above which a trigger or workflow needs approval", _json(settings),
+                       errors=(400, 401, 403, 413, 503), body=_json_body(threshold)),
+        },
+    }
+
+
+def _integration_paths() -> dict[str, Schema]:
+    base = "/api/v1/behavioral/integration"
+    health = {"enum": ["healthy", "degraded", "unhealthy"]}
+    sync_body = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "systems": _nullable({"type": "array", "minItems": 1, "items": STR,
+                                  "description": "webhook ids of this project (enabled ones); default: every enabled one"}),
+            "syncType": {"const": "incremental", "default": "incremental"},
+            "dataTypes": {"type": "array", "minItems": 1, "items": {"enum": list(integrations.KNOWN_TYPES)},
+                          "contains": {"const": "behavioral_events"}, "default": list(integrations.EXPORTED_TYPES)},
+        },
+        "description": "an unknown or disabled webhook in systems is a 400 naming it",
+    }
+    return {
+        f"{base}/status": {"get": _op(
+            "Every connector with its status, lastSync and health, and the data consistency of the deliveries",
+            _json(_obj("integrations", "overallHealth", "dataConsistency", "dataConsistencyBasis", "checkedAt",
+                       integrations=OBJ, overallHealth=health, dataConsistency=_nullable(NUM),
+                       dataConsistencyBasis=OBJ, checkedAt=STR)),
+            errors=(401, 403, 503),
+        )},
+        f"{base}/sync": {"post": _op(
+            "Send each receiver the events since its last sync, as sync_batch deliveries",
+            _json(_obj("syncId", "syncType", "status", "receivers", "eventsSent", "deliveries", "skipped",
+                       "startedAt", "finishedAt", syncId=STR, syncType={"const": "incremental"},
+                       status={"enum": ["completed", "partial"]}, receivers=ARR, eventsSent=INT, deliveries=INT,
+                       skipped=ARR, startedAt=STR, finishedAt=STR)),
+            errors=(400, 401, 403, 413, 503), body=_json_body(sync_body, required=False),
+        )},
+    }
+
+
 def _trigger_paths() -> dict[str, Schema]:
     base = "/api/v1/behavioral/triggers"
     trigger_id = _path("triggerId", {"type": "string"})
-    status = {"enum": ["active", "paused", "expired"]}
+    status = {"enum": ["active", "paused", "expired", *definition.GATED_STATUSES]}
     trigger = _obj("triggerId", "name", "type", "conditions", "actions", "status", "created", "updated",
                    triggerId=STR, name=STR, description=STR, type=STR, conditions=OBJ, actions=ARR,
                    personalization=OBJ, schedule=OBJ, cooldownSeconds=_nullable(INT), urgency=STR, status=status,
-                   created=STR, updated=STR, abTest=_nullable(OBJ))
+                   created=STR, updated=STR, abTest=_nullable(OBJ), requiresApproval=BOOL, impact=_nullable(OBJ),
+                   approval=_nullable(OBJ), approvalId=STR)
+    held = {"approvalId": STR, "approval": APPROVAL_HELD}
     stats = _obj("triggerRate", "conversionRate", "engagement", "sessions",
                  triggerRate=_nullable(NUM), conversionRate=_nullable(NUM), engagement=_nullable(NUM), sessions=OBJ,
                  definitions=OBJ, note=STR, abTest=OBJ)
@@ -856,8 +1149,9 @@ def _trigger_paths() -> dict[str, Schema]:
     execute_body["additionalProperties"] = False
     return {
         base: {
-            "post": _op("Create a trigger (seed 000)", _json(_obj("triggerId", "status", "created", "performance",
-                        triggerId=STR, status=status, created=STR, performance=stats), "created"),
+            "post": _op("Create a trigger (seed 000); held pending_approval (with approvalId) when it needs approval",
+                        _json(_obj("triggerId", "status", "created", "performance",
+                                   triggerId=STR, status=status, created=STR, performance=stats, **held), "created"),
                         status=201, errors=(400, 401, 403, 409, 413, 503),
                         body=_json_body(_trigger_body(update=False))),
             "get": _op("The project's triggers", _json(_obj("triggers", "total", triggers={"type": "array", "items": trigger},
@@ -865,7 +1159,9 @@ def _trigger_paths() -> dict[str, Schema]:
         },
         f"{base}/{{triggerId}}": {
             "get": _op("A trigger", _json(trigger), errors=AUTOMATION, params=[trigger_id]),
-            "put": _op("Change a trigger", _json(trigger), errors=body_errors, params=[trigger_id],
+            "put": _op("Change a trigger (409: a gated trigger's status; a new impact or requiresApproval asks "
+                       "for approval again)", _json(trigger), errors=(400, 401, 403, 404, 409, 413, 503),
+                       params=[trigger_id],
                        body=_json_body(_trigger_body(update=True))),
             "delete": _op("Delete a trigger and everything recorded about it",
                           _json(_obj("triggerId", "deleted", triggerId=STR, deleted={"const": True})),
@@ -993,7 +1289,8 @@ def document() -> bytes:
         "TimeZone": {"enum": sorted(zoneinfo.available_timezones()), "description": "an IANA time zone name"},
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
-             **_operations_paths(), **_trigger_paths(), **_webhook_paths()}
+             **_operations_paths(), **_trigger_paths(), **_webhook_paths(),
+             **_workflow_paths(), **_approval_paths(), **_integration_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {

@@ -40,7 +40,7 @@ MAX_TRIGGERS: Final = 10
 MAX_ACTIONS: Final = 20
 MAX_DELAY_MS: Final = 365 * 86_400_000
 _UNITS: Final = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DELAY: Final = re.compile(r"^(\d{1,9})([smhd])$")
+_DELAY: Final = re.compile(r"^([0-9]{1,9})([smhd])$")  # ASCII digits only (as documented)
 
 
 class WorkflowTrigger(msgspec.Struct, kw_only=True):
@@ -131,7 +131,9 @@ def _actions(value: object) -> list[WorkflowAction]:
             raise InvalidInput(f"{at}.type", "required: a string of 1 to 200 characters")
         delay = item.get("delay", "0s")
         delay_ms = parse_delay(delay, f"{at}.delay")
-        params = item.get("parameters") or {}
+        params = item.get("parameters")
+        if params is None:
+            params = {}
         if not isinstance(params, dict):
             raise InvalidInput(f"{at}.parameters", "must be an object")
         out.append(WorkflowAction(type=kind, delay=str(delay).strip(), delay_ms=delay_ms, parameters=params))
@@ -181,7 +183,9 @@ def parse_workflow(body: object, workflow_id: str, test_id: str, now_ms: int) ->
     name = body.get("workflowName")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidInput("$.workflowName", "required: a string of 1 to 200 characters")
-    description = body.get("description") or ""
+    description = body.get("description")
+    if description is None:
+        description = ""
     if not isinstance(description, str) or len(description) > 2000:
         raise InvalidInput("$.description", "a string of at most 2000 characters")
     status = body.get("status", "active")

@@ -90,9 +90,30 @@ def _schedule_ok(body: Any) -> bool:
     return end > start
 
 
+def _conditions_distinct(body: Any) -> bool:
+    """An approval decision: at most one condition of each kind (two user limits are a 400)."""
+    conditions = body.get("conditions") if isinstance(body, dict) else None
+    if not isinstance(conditions, list) or not all(isinstance(c, str) for c in conditions):
+        return True
+    kinds = [c.split("_")[-1] if c.startswith("limit_to_") else c.split("_")[0] for c in conditions]
+    return len(set(kinds)) == len(kinds)  # hour, day, only, expires
+
+
+def _no_systems(body: Any) -> bool:
+    """An integration sync: webhook ids named in systems must be this project's (a generated one is a
+    400 naming it, which only the data knows); without systems every enabled webhook is synced."""
+    return not isinstance(body, dict) or body.get("systems") is None
+
+
 BODY_RULES = {
     ("POST", "/api/v1/behavioral/triggers"): _schedule_ok,
     ("PUT", "/api/v1/behavioral/triggers/{triggerId}"): _schedule_ok,
+    ("POST", "/api/v1/behavioral/hitl/approval/{approvalId}/decision"): _conditions_distinct,
+    ("POST", "/api/v1/behavioral/integration/sync"): _no_systems,
+    # a generated deliveryId is no delivery of the webhook (a 404 naming it, which the stateful phase
+    # would take for the webhook just created gone missing); without one every dead letter is replayed
+    ("POST", "/api/v1/behavioral/webhooks/{webhookId}/dead-letters/replay"):
+        lambda body: not isinstance(body, dict) or body.get("deliveryId") is None,
 }
 AB_TEST: Final = ("POST", "/api/v1/behavioral/triggers/{triggerId}/ab-test")
 
@@ -117,6 +138,8 @@ def filter_case(context: Any, case: Any) -> bool:
 OWN_TYPES: Final = "st-"
 TRIGGER_BODIES: Final = {("POST", "/api/v1/behavioral/triggers"), ("PUT", "/api/v1/behavioral/triggers/{triggerId}")}
 WEBHOOK_BODY: Final = ("POST", "/api/v1/behavioral/webhooks")
+WORKFLOW_BODY: Final = ("POST", "/api/v1/behavioral/automation/workflows")
+MAX_CONDITION_FIELDS: Final = 50  # actors/automation/conditions.py MAX_FILTERS
 
 
 def _own(name: Any) -> Any:
@@ -143,6 +166,10 @@ def map_case(context: Any, case: Any) -> Any:
     if key == WEBHOOK_BODY and isinstance(body.get("events"), list):
         case.body = {**body, "events": [_own(name) for name in body["events"]]}
         return case
+    if key == WORKFLOW_BODY:
+        if case.meta.generation.mode.is_positive:
+            case.body = _own_workflow(body)
+        return case
     if key != AB_TEST or not case.meta.generation.mode.is_positive or not isinstance(body.get("variants"), list):
         return case
     variants, seen = [], set()
@@ -164,3 +191,29 @@ def map_case(context: Any, case: Any) -> Any:
     share = 100 // count if count else 0
     case.body = {**body, "variants": variants, "trafficSplit": [100 - share * (count - 1)] + [share] * (count - 1)}
     return case
+
+
+def _own_workflow(body: dict[str, Any]) -> dict[str, Any]:
+    """A valid workflow create body whose triggers hold only for events of the run's own type (a
+    workflow is evaluated on every event: on "pageViews": 0 it would fire, and schedule its actions,
+    for the ingest operations' sessions), and whose A/B split, if any, sums to 100. Only positive
+    cases: a negative one is refused, and creates nothing."""
+    triggers = body.get("triggers")
+    if isinstance(triggers, list):
+        owned = []
+        for trigger in triggers:
+            if isinstance(trigger, dict) and isinstance(trigger.get("conditions"), dict):
+                conditions = dict(trigger["conditions"])
+                if "eventType" not in conditions and len(conditions) >= MAX_CONDITION_FIELDS:
+                    conditions.pop(next(iter(conditions)))
+                conditions["eventType"] = OWN_TYPES + "workflow"
+                trigger = {**trigger, "conditions": conditions}
+            owned.append(trigger)
+        body = {**body, "triggers": owned}
+    optimization = body.get("optimization")
+    if isinstance(optimization, dict) and optimization.get("abTest") is True and isinstance(optimization.get("variants"), list):
+        count = len(optimization["variants"])
+        share = 100 // count if count else 0
+        body = {**body, "optimization": {**optimization,
+                                         "trafficSplit": [100 - share * (count - 1)] + [share] * (count - 1)}}
+    return body
