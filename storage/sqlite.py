@@ -279,6 +279,17 @@ class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, SqliteWorkflowMeth
             self._writer.close()  # the last connection out checkpoints and removes the WAL
             self._writer = None
 
+    async def _write_with(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, *args)`` on the writer thread, in queue order with the appends (the
+        automation mixins' writes: storage/sqlite_triggers.py, _webhooks, _workflows, _approvals)."""
+        self._require_running()
+        return await self._on_writer(self._with_writer_connection, fn, args)
+
+    def _with_writer_connection(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        if self._writer is None:
+            raise StoreUnavailable("store is closed")
+        return fn(self._writer, *args)
+
     # projects -----------------------------------------------------------------------------------
     async def create_project(self, name: str) -> Project:
         self._require_running()

@@ -11,7 +11,6 @@ import msgspec
 
 from storage import approval_records as a
 from storage.approval_records import Approval, CursorAdvance, Decision, ReceiverHealth, SyncCursor
-from storage.base import StoreUnavailable
 
 _T = TypeVar("_T")
 
@@ -44,23 +43,11 @@ class SqliteApprovalMethods:
     """SqliteStore's approval and sync methods."""
 
     if TYPE_CHECKING:
-        _writer: sqlite3.Connection | None
-
-        def _require_running(self) -> None: ...
-        async def _on_writer(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+        async def _write_with(self, fn: Callable[..., _T], *args: Any) -> _T: ...
         async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T: ...
 
-    async def _approval_write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        self._require_running()
-        return await self._on_writer(self._on_approval_connection, fn, args)
-
-    def _on_approval_connection(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
-        if self._writer is None:
-            raise StoreUnavailable("store is closed")
-        return fn(self._writer, *args)
-
     async def create_approval(self, row: Approval) -> None:
-        await self._approval_write(create_approval, row)
+        await self._write_with(create_approval, row)
 
     async def get_approval(self, project: str, approval_id: str) -> Approval | None:
         def read(conn: sqlite3.Connection) -> Approval | None:
@@ -73,7 +60,7 @@ class SqliteApprovalMethods:
         return await self._read(lambda conn: [a.approval(r) for r in conn.execute(a.SELECT_APPROVALS, (project, limit))])
 
     async def decide_approval(self, decision: Decision) -> bool:
-        return await self._approval_write(decide, decision)
+        return await self._write_with(decide, decision)
 
     async def reach_threshold(self, project: str) -> int | None:
         def read(conn: sqlite3.Connection) -> int | None:
@@ -83,7 +70,7 @@ class SqliteApprovalMethods:
         return await self._read(read)
 
     async def set_reach_threshold(self, project: str, threshold: int, now_ms: int) -> None:
-        await self._approval_write(set_threshold, project, threshold, now_ms)
+        await self._write_with(set_threshold, project, threshold, now_ms)
 
     async def sync_cursors(self, project: str) -> list[SyncCursor]:
         return await self._read(lambda conn: [SyncCursor(project=r[0], webhook_id=r[1], after_seq=r[2], synced_ms=r[3],
@@ -91,7 +78,7 @@ class SqliteApprovalMethods:
                                               for r in conn.execute(a.SELECT_CURSORS, (project,))])
 
     async def advance_sync_cursor(self, advance_to: CursorAdvance) -> bool:
-        return await self._approval_write(advance, advance_to)
+        return await self._write_with(advance, advance_to)
 
     async def receiver_health(self, project: str, since_ms: int) -> list[ReceiverHealth]:
         return await self._read(lambda conn: receiver_health(conn, project, since_ms))

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from storage import trigger_records as t
-from storage.base import StoreUnavailable
 from storage.trigger_records import Execution, SessionMark, TriggerRow, VariantCounts
 
 _T = TypeVar("_T")
@@ -82,23 +81,11 @@ class SqliteTriggerMethods:
     reads on the read pool."""
 
     if TYPE_CHECKING:
-        _writer: sqlite3.Connection | None
-
-        def _require_running(self) -> None: ...
-        async def _on_writer(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+        async def _write_with(self, fn: Callable[..., _T], *args: Any) -> _T: ...
         async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T: ...
 
-    async def _trigger_write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        self._require_running()
-        return await self._on_writer(self._on_trigger_connection, fn, args)
-
-    def _on_trigger_connection(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
-        if self._writer is None:
-            raise StoreUnavailable("store is closed")
-        return fn(self._writer, *args)
-
     async def save_trigger(self, row: TriggerRow) -> None:
-        await self._trigger_write(save_trigger, row)
+        await self._write_with(save_trigger, row)
 
     async def get_trigger(self, project: str, trigger_id: str) -> TriggerRow | None:
         return await self._read(lambda conn: get_trigger(conn, project, trigger_id))
@@ -107,11 +94,11 @@ class SqliteTriggerMethods:
         return await self._read(lambda conn: list_triggers(conn, project))
 
     async def delete_trigger(self, project: str, trigger_id: str) -> bool:
-        return await self._trigger_write(delete_trigger, project, trigger_id)
+        return await self._write_with(delete_trigger, project, trigger_id)
 
     async def record_trigger_activity(self, marks: list[SessionMark], executions: list[Execution]) -> None:
         if marks or executions:
-            await self._trigger_write(record_activity, marks, executions)
+            await self._write_with(record_activity, marks, executions)
 
     async def trigger_session_marks(self, project: str, session_id: str) -> list[SessionMark]:
         return await self._read(lambda conn: session_marks(conn, project, session_id))

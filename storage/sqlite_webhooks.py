@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
-from storage.base import StoreUnavailable
 from storage.webhook_records import (
     DEAD,
     DELIVERED,
@@ -190,46 +189,34 @@ class SqliteWebhookMethods:
     reads on the read pool."""
 
     if TYPE_CHECKING:
-        _writer: sqlite3.Connection | None
-
-        def _require_running(self) -> None: ...
-        async def _on_writer(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+        async def _write_with(self, fn: Callable[..., _T], *args: Any) -> _T: ...
         async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T: ...
 
-    async def _webhook_write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        self._require_running()
-        return await self._on_writer(self._on_webhook_connection, fn, args)
-
-    def _on_webhook_connection(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
-        if self._writer is None:
-            raise StoreUnavailable("store is closed")
-        return fn(self._writer, *args)
-
     async def create_webhook(self, hook: Webhook) -> None:
-        await self._webhook_write(create_webhook, hook)
+        await self._write_with(create_webhook, hook)
 
     async def list_webhooks(self, project: str | None) -> list[Webhook]:
         return await self._read(lambda conn: list_webhooks(conn, project))
 
     async def delete_webhook(self, project: str, webhook_id: str) -> bool:
-        return await self._webhook_write(delete_webhook, project, webhook_id)
+        return await self._write_with(delete_webhook, project, webhook_id)
 
     async def disable_webhook(self, webhook_id: str, reason: str, now_ms: int) -> None:
-        await self._webhook_write(disable_webhook, webhook_id, reason, now_ms)
+        await self._write_with(disable_webhook, webhook_id, reason, now_ms)
 
     async def record_deliveries(self, rows: list[NewDelivery]) -> int:
-        return await self._webhook_write(record_deliveries, rows)
+        return await self._write_with(record_deliveries, rows)
 
     async def claim_deliveries(self, claim: Claim) -> list[Delivery]:
         # A write (it leases), on the one writer: trivially exclusive on one node, and the lease
         # is still written so that a restart knows which rows were mid-attempt.
-        return await self._webhook_write(claim_rows, claim)
+        return await self._write_with(claim_rows, claim)
 
     async def finish_delivery(self, outcome: Outcome) -> bool:
-        return await self._webhook_write(finish, outcome)
+        return await self._write_with(finish, outcome)
 
     async def replay_deliveries(self, project: str, webhook_id: str, delivery_id: str | None, now_ms: int) -> int:
-        return await self._webhook_write(replay, project, webhook_id, delivery_id, now_ms)
+        return await self._write_with(replay, project, webhook_id, delivery_id, now_ms)
 
     async def list_deliveries(self, project: str, webhook_id: str, status: str, limit: int) -> list[Delivery]:
         return await self._read(lambda conn: list_deliveries(conn, project, webhook_id, status, limit))
@@ -241,4 +228,4 @@ class SqliteWebhookMethods:
         return await self._read(queue_depth)
 
     async def prune_deliveries(self, before_ms: int) -> int:
-        return await self._webhook_write(prune, before_ms)
+        return await self._write_with(prune, before_ms)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from storage import workflow_records as w
-from storage.base import StoreUnavailable
 from storage.workflow_records import ActionClaim, NewAction, ScheduledAction, WorkflowRow
 
 _T = TypeVar("_T")
@@ -77,23 +76,11 @@ class SqliteWorkflowMethods:
     """SqliteStore's workflow methods."""
 
     if TYPE_CHECKING:
-        _writer: sqlite3.Connection | None
-
-        def _require_running(self) -> None: ...
-        async def _on_writer(self, fn: Callable[..., _T], *args: Any) -> _T: ...
+        async def _write_with(self, fn: Callable[..., _T], *args: Any) -> _T: ...
         async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T: ...
 
-    async def _workflow_write(self, fn: Callable[..., _T], *args: Any) -> _T:
-        self._require_running()
-        return await self._on_writer(self._on_workflow_connection, fn, args)
-
-    def _on_workflow_connection(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T:
-        if self._writer is None:
-            raise StoreUnavailable("store is closed")
-        return fn(self._writer, *args)
-
     async def save_workflow(self, row: WorkflowRow) -> None:
-        await self._workflow_write(save_workflow, row)
+        await self._write_with(save_workflow, row)
 
     async def get_workflow(self, project: str, workflow_id: str) -> WorkflowRow | None:
         found = await self._read(lambda conn: conn.execute(w.SELECT_WORKFLOW, (project, workflow_id)).fetchone())
@@ -108,25 +95,25 @@ class SqliteWorkflowMethods:
         return await self._read(read)
 
     async def delete_workflow(self, project: str, workflow_id: str) -> bool:
-        return await self._workflow_write(delete_workflow, project, workflow_id)
+        return await self._write_with(delete_workflow, project, workflow_id)
 
     async def set_workflow_status(self, project: str, workflow_id: str, status: str,
                                   approval: str | None = None) -> bool:
-        return await self._workflow_write(set_status, project, workflow_id, status, approval)
+        return await self._write_with(set_status, project, workflow_id, status, approval)
 
     async def schedule_workflow_actions(self, rows: list[NewAction]) -> int:
         if not rows:
             return 0
-        return await self._workflow_write(schedule, rows)
+        return await self._write_with(schedule, rows)
 
     async def claim_workflow_actions(self, claim_: ActionClaim) -> list[ScheduledAction]:
         # A write (it leases), on the one writer: exclusive on one node, and the lease is still
         # written so that a restart knows which rows were mid-run.
-        return await self._workflow_write(claim, claim_)
+        return await self._write_with(claim, claim_)
 
     async def finish_workflow_action(self, action_id: str, owner: str, status: str, now_ms: int,
                                      result: str | None) -> bool:  # fmt: skip
-        return await self._workflow_write(finish, w.finish_params(action_id, owner, status, now_ms, result))
+        return await self._write_with(finish, w.finish_params(action_id, owner, status, now_ms, result))
 
     async def list_workflow_actions(self, project: str, workflow_id: str, limit: int) -> list[ScheduledAction]:
         return await self._read(lambda conn: [w.action(r) for r in conn.execute(w.SELECT_ACTIONS,
