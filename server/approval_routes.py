@@ -44,11 +44,10 @@ from actors.automation.approval import (
     parse_threshold,
 )
 from actors.automation.definition import GATED_STATUSES, TriggerDef, public_status
-from protocol.errors import InvalidInput
+from protocol.errors import InvalidInput, TooLarge
 from protocol.normalize import iso_ms
 from server import trigger_routes
 from server.context import Pulse
-from server.json_body import json_body
 from storage.approval_records import APPROVED, PENDING, REJECTED, Approval, Decision
 
 BASE: Final = "/api/v1/behavioral/hitl"
@@ -74,7 +73,18 @@ def now_ms() -> int:
 
 
 async def _body() -> Any:
-    return await json_body(MAX_BODY, require_object=True)
+    raw = await request.get_data()
+    if len(raw) > MAX_BODY:
+        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        raise InvalidInput("$", "a JSON object is required")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("$", f"malformed json: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("$", "must be a JSON object")
+    return body
 
 
 def _text(body: dict[str, Any], key: str, limit: int, default: str | None = None) -> str | None:

@@ -43,11 +43,10 @@ from actors.automation.engine import Fired, notification_personalization
 from actors.automation.index import CompiledTrigger
 from actors.automation.performance import performance, variant_data
 from actors.hub import KIND_TRIGGER, Attrs
-from protocol.errors import InvalidInput
+from protocol.errors import InvalidInput, TooLarge
 from protocol.normalize import iso_ms
 from server import approval_routes
 from server.context import Pulse
-from server.json_body import json_body
 from storage.trigger_records import TriggerRow
 
 BASE: Final = "/api/v1/behavioral/triggers"
@@ -98,7 +97,17 @@ def view(trigger: TriggerDef, now: int) -> dict[str, Any]:
 
 
 async def _json_body(*, allow_empty: bool = False) -> Any:
-    return await json_body(MAX_BODY, allow_empty=allow_empty)
+    raw = await request.get_data()
+    if len(raw) > MAX_BODY:
+        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise InvalidInput("$", "a JSON object is required")
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput("$", f"malformed json: {exc}") from None
 
 
 def _integral(body: Any, key: str) -> Any:
