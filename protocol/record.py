@@ -38,6 +38,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     response_time_ms: float | None = None
     client_id: str | None = None  # eventId / messageId / insertId sent by the client, for dedup
     flags: int = 0
+    # unix ms after which the retention job removes the event (a privacy-compliant event's
+    # ``retention``); None: the project's retention applies (storage/retention, issue 14)
+    expires_at: int | None = None
 
 
 class AppendOutcome(msgspec.Struct, frozen=True):

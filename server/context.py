@@ -19,6 +19,7 @@ from actors.runtime import ActorSystem
 from server.auth import Access, authenticate, key_from
 from server.cors import Cors
 from server.http import HotRequest
+from server.privacy.policies import PolicyBook
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.webhooks.service import WebhookService
@@ -42,6 +43,7 @@ class Pulse:
     insights: InsightService
     webhooks: WebhookService  # signed webhook deliveries: webhooks.notify(project, kind, data, dedup_key)
     triggers: TriggerIndex  # every project's triggers as the session actors evaluate them (actors/automation/)
+    policies: PolicyBook  # every project's privacy and traffic policy, in memory (server/privacy/policies.py)
     # automation workflows: their rules (workflows.rules) and durable delayed actions (server/workflow_scheduler.py)
     workflows: WorkflowScheduler | None = None
     started_at: float = field(default_factory=time.time)

@@ -40,6 +40,7 @@ from server.cors import Cors
 from server.edge import server as pulse_edge
 from server.edge import stock as stock_edge
 from server.edge.websocket import use_pulse_websockets
+from server.privacy.policies import PolicyBook
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.uptime import LifetimeRecorder
@@ -179,6 +180,8 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(lifetime.run)
         if bus is not None:
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
+        policies = PolicyBook(store)  # consent default, rate limits, sampling, retention (docs/privacy.md)
+        await services.start(policies.run)  # loaded now, then reloaded: other nodes' changes
         insights = InsightService(store)
         triggers = TriggerIndex()  # every project's triggers, for the session actors (actors/automation/)
         if bus is not None:  # approval limits are split between the live nodes (actors/automation/approval.py)
@@ -226,6 +229,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             insights=insights,
             webhooks=webhooks,
             triggers=triggers,
+            policies=policies,
             workflows=workflows,
         )
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys

@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 
 from actors.runtime import ActorError
 from protocol.errors import InvalidInput, error_body
+from protocol.policy import view as policy_view
 from server import (
     approval_routes,
     assets,
@@ -218,6 +219,24 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
         except ValueError as exc:
             return json_response({"success": False, "error": {"code": "conflict", "field": "$.name", "reason": str(exc)}}, 409)
         return json_response(_project(project), 201)
+
+    async def admin_project(project_id: str) -> str:
+        await admin()
+        if not any(p.id == project_id for p in await pulse.store.list_projects()):
+            raise InvalidInput("projectId", f"no project {project_id!r}", status=404, code="not_found")
+        return project_id
+
+    @app.get("/api/admin/projects/<project_id>/policy")
+    async def get_policy(project_id: str) -> Response:
+        """A project's privacy and traffic policy (docs/privacy.md)."""
+        project = await admin_project(project_id)
+        return json_response(policy_view(pulse.policies.get(project)))
+
+    @app.patch("/api/admin/projects/<project_id>/policy")
+    async def patch_policy(project_id: str) -> Response:
+        project = await admin_project(project_id)
+        stored = await pulse.policies.patch(project, await request.get_data(), int(time.time() * 1000))
+        return json_response(policy_view(stored))
 
     @app.get("/openapi.json")
     async def openapi() -> Response:

@@ -62,6 +62,7 @@ from storage.base import (
 from storage.history_reads import HistoryReads
 from storage.pg_bridge import Connection, Database, transaction
 from storage.postgres_approvals import PostgresApprovalMethods
+from storage.postgres_policies import PostgresPolicyMethods
 from storage.postgres_triggers import PostgresTriggerMethods
 from storage.postgres_webhooks import PostgresWebhookMethods
 from storage.postgres_workflows import PostgresWorkflowMethods
@@ -109,7 +110,7 @@ async def _after(previous: _Turn | None, *, committed: bool) -> None:
 
 
 class PostgresStore(PostgresTriggerMethods, PostgresWebhookMethods, PostgresWorkflowMethods, PostgresApprovalMethods,
-                    WriteQueueFront):
+                    PostgresPolicyMethods, WriteQueueFront):
     """The Store on a PostgreSQL database shared by any number of nodes.
 
     ``dsn``: a libpq URL (``postgresql://user:password@host:port/dbname``). ``pool_size``: the most
@@ -519,7 +520,7 @@ def _event_records(stored: list[Event], seq_of: list[int], fresh: list[int]) -> 
         (
             seq_of[i], ev.id, ev.project, ev.name, ev.source, ev.timestamp, ev.received_at, ev.payload,
             ev.user_id, ev.session_id, ev.service_name, ev.correlation_id, ev.device_type,
-            ev.status_code, ev.response_time_ms, ev.client_id, ev.flags,
+            ev.status_code, ev.response_time_ms, ev.client_id, ev.flags, ev.expires_at,
         )  # fmt: skip
         for i, ev in zip(fresh, stored, strict=True)
     ]

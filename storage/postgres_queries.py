@@ -56,7 +56,7 @@ FOLD_DATABASE: Final = 'lower(name COLLATE "default")'
 # Everything but the project, which the reader already knows (every read is for one project).
 EVENT_COLUMNS: Final = (
     "seq, id, name, source, timestamp, received_at, payload, user_id, session_id, service_name,"
-    " correlation_id, device_type, status_code, response_time_ms, client_id, flags"
+    " correlation_id, device_type, status_code, response_time_ms, client_id, flags, expires_at"
 )
 SELECT_MAX_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM events"
 SELECT_EVENTS_AFTER: Final = (
@@ -113,7 +113,7 @@ def event_from_row(project: str, r: Any) -> Event:
         seq=r[0], id=r[1], project=project, name=r[2], source=r[3], timestamp=r[4], received_at=r[5],
         payload=msgspec.Raw(r[6]), user_id=r[7], session_id=r[8], service_name=r[9],
         correlation_id=r[10], device_type=r[11], status_code=r[12], response_time_ms=r[13],
-        client_id=r[14], flags=r[15],
+        client_id=r[14], flags=r[15], expires_at=r[16],
     )  # fmt: skip
 
 

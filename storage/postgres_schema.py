@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 from typing import Final
 
-from storage import approvals_schema, triggers_schema, webhooks_schema, workflows_schema
+from storage import approvals_schema, policy_schema, triggers_schema, webhooks_schema, workflows_schema
 from storage.pg_bridge import Connection, transaction
 
 MIGRATION_LOCK: Final = 0x70756C7365_01  # pg_advisory_lock key: "pulse" + 1
@@ -172,7 +172,10 @@ _V2: Final = (
 _V3: Final = (triggers_schema.POSTGRES_DDL + webhooks_schema.POSTGRES_DDL + workflows_schema.POSTGRES_DDL
        + approvals_schema.POSTGRES_DDL)
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+# Privacy (issue 14): project policies, event expiry, and the tables of consent, deletion and identity.
+_V4: Final = policy_schema.POSTGRES_DDL
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _CREATE_MIGRATIONS_TABLE: Final = (
@@ -278,7 +281,7 @@ CLAIM_CLIENT_IDS: Final = (
 EVENT_COPY_COLUMNS: Final = (
     "seq", "id", "project", "name", "source", "timestamp", "received_at", "payload", "user_id",
     "session_id", "service_name", "correlation_id", "device_type", "status_code", "response_time_ms",
-    "client_id", "flags",
+    "client_id", "flags", "expires_at",
 )  # fmt: skip
 
 # Commutative upserts: adding a bucket twice, from any node in any order, gives the same row. Rows

@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
-from storage import approvals_schema, triggers_schema, webhooks_schema, workflows_schema
+from storage import approvals_schema, policy_schema, triggers_schema, webhooks_schema, workflows_schema
 from storage.base import UNKNOWN_SERVICE, Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
@@ -126,7 +126,10 @@ _V2: Final = (
 _V3: Final = (triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL + workflows_schema.SQLITE_DDL
        + approvals_schema.SQLITE_DDL)
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+# Privacy (issue 14): project policies, event expiry, and the tables of consent, deletion and identity.
+_V4: Final = policy_schema.SQLITE_DDL
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -155,16 +158,16 @@ INSERT_PROJECT_NUM: Final = "INSERT INTO project_nums (id) VALUES (?)"
 INSERT_EVENT: Final = (
     "INSERT INTO events (seq, id, project_num, name, source, timestamp, received_at, payload, user_id,"
     " session_id, service_name, correlation_id, device_type, status_code, response_time_ms, client_id,"
-    f" flags) VALUES ({', '.join('?' * 17)})"
+    f" flags, expires_at) VALUES ({', '.join('?' * 18)})"
 )
 # Everything but the project, which the reader already knows (every read is for one project).
 EVENT_COLUMNS: Final = (
     "seq, id, name, source, timestamp, received_at, payload, user_id, session_id, service_name,"
-    " correlation_id, device_type, status_code, response_time_ms, client_id, flags"
+    " correlation_id, device_type, status_code, response_time_ms, client_id, flags, expires_at"
 )
 EventRow = tuple[
     int, str, str, str, int, int, bytes, str | None, str | None, str | None, str | None, str | None,
-    int | None, float | None, str | None, int,
+    int | None, float | None, str | None, int, int | None,
 ]  # fmt: skip
 
 
@@ -175,7 +178,7 @@ def event_row(seq: int, project_num: int, ev: Event) -> tuple[object, ...]:
     return (
         seq, ev.id, project_num, ev.name, ev.source, ev.timestamp, ev.received_at, ev.payload,
         ev.user_id, ev.session_id, ev.service_name, ev.correlation_id, ev.device_type,
-        ev.status_code, ev.response_time_ms, ev.client_id, ev.flags,
+        ev.status_code, ev.response_time_ms, ev.client_id, ev.flags, ev.expires_at,
     )  # fmt: skip
 
 
@@ -184,7 +187,7 @@ def event_from_row(project: str, r: EventRow) -> Event:
         seq=r[0], id=r[1], project=project, name=r[2], source=r[3], timestamp=r[4], received_at=r[5],
         payload=msgspec.Raw(r[6]), user_id=r[7], session_id=r[8], service_name=r[9],
         correlation_id=r[10], device_type=r[11], status_code=r[12], response_time_ms=r[13],
-        client_id=r[14], flags=r[15],
+        client_id=r[14], flags=r[15], expires_at=r[16],
     )  # fmt: skip
 
 
