@@ -15,6 +15,7 @@ import msgspec
 
 from protocol.record import AppendOutcome, Event
 from storage.approval_records import ApprovalStore
+from storage.identity_records import IdentityStore
 from storage.trigger_records import TriggerStore
 from storage.webhook_records import WebhookStore
 from storage.workflow_records import WorkflowStore
@@ -175,7 +176,7 @@ class History(msgspec.Struct, frozen=True):
     events: list[Event]
 
 
-class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, Protocol):
+class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, IdentityStore, Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
         """Open the backend, run the group-commit writer until cancelled, then flush and close."""
