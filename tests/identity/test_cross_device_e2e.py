@@ -9,9 +9,11 @@ import time
 from typing import Any
 
 import httpx
+from trio_websocket import open_websocket_url
 
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.sse_client import SSEClient
+from tests.e2e.test_streams import ws_until
 
 BASE = "/api/v1/behavioral/cross-device"
 EVENTS = "/api/v1/behavioral/batch"
@@ -271,3 +273,24 @@ async def test_a_user_stream_hears_its_linked_device_until_unlinked(server: Serv
         _, after = await sse.next_of_type("behavioral_event")
         assert after["sessionId"] == "l-phone" and after["event"]["marker"] == "own-2"
 
+
+
+async def test_a_user_websocket_hears_its_linked_device_until_unlinked(server: ServerProcess,
+                                                                        client: httpx.AsyncClient) -> None:
+    at = now_ms() - 60_000
+    await send(client, browse("w-phone", at, ["/"], user="wes"))
+    await send(client, browse("w-tablet", at, ["/"], device="tablet"))  # anonymous
+    async with open_websocket_url(f"{server.ws_url}/api/v1/behavioral/stream?userId=wes") as ws:
+        assert (await ws_until(ws, "connection_ack"))["userId"] == "wes"
+        linking_id = (await link(client, "w-phone", "w-tablet")).json()["linkingId"]
+        await send(client, [event("w-tablet", "click", at + 42_000, device="tablet", marker="linked")])
+        heard = await ws_until(ws, "behavioral_event")
+        assert heard["sessionId"] == "w-tablet" and heard["event"]["marker"] == "linked"
+        metrics = await ws_until(ws, "session_metrics")  # the device's live state changes too
+        assert metrics["sessionId"] == "w-tablet"
+
+        assert (await client.delete(f"{BASE}/link/{linking_id}")).status_code == 200
+        await send(client, [event("w-tablet", "click", at + 43_000, device="tablet", marker="unlinked")])
+        await send(client, [event("w-phone", "click", at + 44_000, user="wes", marker="own")])
+        after = await ws_until(ws, "behavioral_event")
+        assert after["sessionId"] == "w-phone" and after["event"]["marker"] == "own"
