@@ -88,6 +88,10 @@ class IngestPipeline:
         # Called with (project, firings) when workflows fired (server/workflow_scheduler.py): stores
         # their actions durably before the request is answered.
         self.on_workflow_fired: Callable[[str, list[FiredInSession]], Awaitable[None]] | None = None
+        # project -> session -> the user it is linked to (actors/identity/directory.py): a subscriber
+        # on that userId hears the session's events even when they carry no userId. Only projects
+        # with links have an entry.
+        self.linked_users: dict[str, dict[str, str]] = {}
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
@@ -277,8 +281,12 @@ class IngestPipeline:
                 session.steps = None
         published: set[str] = set()
         metrics: list[Message] = []
+        linked = self.linked_users.get(project)  # one lookup per request; None without links
         for event in fresh:
-            attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
+            user_id = event.user_id
+            if linked is not None and not user_id and event.session_id:
+                user_id = linked.get(event.session_id)
+            attrs = Attrs(event.session_id, user_id, event.service_name, event.name)
             messages.append((KIND_EVENT, attrs, event_message(event), event.seq))
             session_id = event.session_id
             if event.source == SOURCE_BEHAVIORAL or session_id:
@@ -290,7 +298,8 @@ class IngestPipeline:
         messages += metrics
         for session_id, user_id, item in fired:  # to the session's conversion_triggers subscribers
             if item.executed and not is_workflow_id(item.trigger_id):  # workflows push their actions
-                attrs = Attrs(session_id, user_id, None, item.event_type)
+                heard_by = linked.get(session_id) if linked is not None and not user_id else user_id
+                attrs = Attrs(session_id, heard_by, None, item.event_type)
                 messages.append((KIND_TRIGGER, attrs, automation_records.notification(item, session_id, user_id), item.seq))
         await self.fanout.publish(project, messages)
 

@@ -12,6 +12,7 @@ from actors.automation.index import TriggerIndex
 from actors.cluster import ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
+from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
@@ -52,6 +53,7 @@ class Pulse:
     suggestions: SuggestionCache | None = None  # per-project suggestion cache (server/suggestions.py)
     # SSE resumes that may scan the stored log at once, per project (server/sse.py)
     replay_slots: dict[str, trio.CapacityLimiter] = field(default_factory=dict)
+    identity: IdentityDirectory | None = None  # the projects' identity graphs (actors/identity/directory.py)
 
     def begin_shutdown(self) -> None:
         self.draining = True

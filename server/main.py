@@ -27,6 +27,7 @@ from actors.automation.workflow_rules import WorkflowRules
 from actors.cluster import OP_APPLY, OP_VIEW, ActorRouter
 from actors.fanout import Fanout
 from actors.hub import Hub
+from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
@@ -207,6 +208,8 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(insights.run)
         pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())
+        identity = IdentityDirectory(store, pipeline.linked_users)  # linked sessions reach their user's streams
+        await services.start(identity.run)  # loaded now, then reloaded every second: other nodes' links
         webhooks = WebhookService(store, node_id)  # durable signed deliveries (server/webhooks/)
         await services.start(webhooks.run)
         pipeline.after_commit = webhooks.events_committed  # deliveries for the event types webhooks chose
@@ -231,6 +234,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             triggers=triggers,
             policies=policies,
             workflows=workflows,
+            identity=identity,
         )
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)

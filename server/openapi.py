@@ -18,12 +18,20 @@ from typing import Any, Final
 import msgspec
 
 from actors.automation import abtest, approval, conditions, definition, workflows
+from actors.identity import continuity as identity_continuity
 from actors.session import SessionView
 from actors.user import UserView
 from protocol import anomaly, behavioral, tracking
 from protocol.normalize import MAX_BATCH, MAX_TIME_MS
 from protocol.tracking import MAX_NAME, MAX_TEXT
-from server import approval_routes, insight_routes, integrations, trigger_routes, workflow_routes
+from server import (
+    approval_routes,
+    identity_routes,
+    insight_routes,
+    integrations,
+    trigger_routes,
+    workflow_routes,
+)
 from server.compat import posthog, segment
 from server.compat.intake import PostHogAnswer, SegmentAnswer
 from server.event_listing import MAX_LIMIT as LISTING_MAX
@@ -712,8 +720,10 @@ def _operations_paths() -> dict[str, Schema]:
 # server/trigger_routes.py, server/webhooks/routes.py): unknown keys are refused where they refuse them.
 
 AUTOMATION: Final = (400, 401, 403, 404, 503)  # 404: no such trigger or webhook in this project
-NOT_BLANK: Final = r"\S"  # some character that is not white space (the validators strip())
-NOT_BLANK_NO_NUL: Final = r"^[^\u0000]*[^\u0000\s][^\u0000]*$"
+# some character that is not white space as the validators' str.strip() sees it: Python's white space
+# is ECMA's \s plus the separators U+001C..U+001F and U+0085 (a name of "\u001f" alone is blank)
+NOT_BLANK: Final = r"[^\s\u001c-\u001f\u0085]"
+NOT_BLANK_NO_NUL: Final = r"^[^\u0000]*[^\u0000\s\u001c-\u001f\u0085][^\u0000]*$"
 # a schedule day: the validator reads YYYY-MM-DD (an end date includes its whole day)
 DAY: Final[Schema] = {
     "type": "string", "format": "date",
@@ -1271,6 +1281,65 @@ def _webhook_paths() -> dict[str, Schema]:
     }
 
 
+def _identity_paths() -> dict[str, Schema]:
+    """Cross-device identity (seed 000; server/identity_routes.py, actors/identity/)."""
+    base = identity_routes.BASE
+    ident = _text(identity_routes.MAX_ID, min_length=1, no_nul=True)
+    link_body = _obj(
+        "primarySessionId", "secondarySessionId",
+        primarySessionId=ident, secondarySessionId=ident,
+        linkingMethod=_nullable(_text(identity_routes.MAX_METHOD, min_length=1, no_nul=True)),
+        confidence=_nullable({"type": "number", "minimum": 0, "maximum": 1}),
+        evidence=_nullable({"type": "array", "maxItems": identity_routes.MAX_EVIDENCE,
+                            "items": _text(identity_routes.MAX_EVIDENCE_TEXT, min_length=1, no_nul=True)}),
+    )
+    link_body.update(additionalProperties=False, description=(
+        "two sessions of this project with events (404 names the unknown one), different from each other (400); "
+        "409 when a merge guard refuses: two identified users, an anonymous device already linked to another "
+        "user, or a user past its linked sessions or devices"))
+    figure = _nullable({"type": "number", "minimum": 0, "maximum": 1})
+    linked = _obj(
+        "linkingId", "linked", "continuity", "unifiedProfile", linkingId=STR, linked={"const": True},
+        continuity=_obj("behaviorContinuity", "intentContinuity", "contextualContinuity",
+                        behaviorContinuity=figure, intentContinuity=figure, contextualContinuity=figure),
+        unifiedProfile=_obj("primaryDevice", "secondaryDevice", "behaviorPattern", "conversionStage",
+                            primaryDevice=STR, secondaryDevice=STR, behaviorPattern=STR,
+                            conversionStage={"enum": list(identity_continuity.STAGES)}),
+        basedOn=OBJ, userId=_nullable(STR), created=BOOL, linkingMethod=STR, linkedAt=STR,
+    )
+    unlinked = _obj("linkingId", "unlinked", "primarySessionId", "secondarySessionId", "userId", "detachedSessions",
+                    linkingId=STR, unlinked={"const": True}, primarySessionId=STR, secondarySessionId=STR,
+                    linkingMethod=STR, linkedAt=STR, userId=_nullable(STR),
+                    detachedSessions={"type": "array", "items": STR})
+    state = _obj("page", "engagement", "intent", page=_nullable(STR), engagement=_nullable(NUM), intent=_nullable(NUM))
+    device = _obj("deviceId", "deviceType", "lastActivity", "currentState", deviceId=STR, deviceType=STR,
+                  lastActivity=_nullable(STR), currentState=state, sessions={"type": "array", "items": STR},
+                  linked=BOOL, live=BOOL)
+    conflict = _obj("type", "sessionId", "reason", type=STR, sessionId=STR, userId=STR, linked=BOOL, reason=STR)
+    sync = _obj(
+        "userId", "devices", "synchronization", userId=STR, devices={"type": "array", "items": device},
+        synchronization=_obj("lastSync", "syncStatus", "conflicts", lastSync=_nullable(STR),
+                             syncStatus={"enum": ["current", "partial", "stale"]},
+                             conflicts={"type": "array", "items": conflict}, sessionsRead=INT,
+                             sessionsUnavailable=INT),
+    )
+    return {
+        f"{base}/link": {"post": _op(
+            "Link two sessions as one person's devices (seed 000); the same pair again answers its link (200)",
+            _json(linked, "linked now"), status=201, more={"200": _json(linked, "linked already: the existing link")},
+            errors=(400, 401, 403, 404, 409, 413, 503), body=_json_body(link_body),
+        )},
+        f"{base}/link/{{linkingId}}": {"delete": _op(
+            "Undo a link: the sessions it joined to a user stop being the user's",
+            _json(unlinked), errors=(401, 403, 404, 503), params=[_path("linkingId", {"type": "string"})],
+        )},
+        f"{base}/sync/{{userId}}": {"get": _op(
+            "Every device of the user (its own sessions and linked ones) with its live state (seed 000)",
+            _json(sync), errors=(401, 403, 404, 503), params=[_path("userId", {"type": "string"})],
+        )},
+    }
+
+
 @cache
 def document() -> bytes:
     answers = [
@@ -1290,7 +1359,7 @@ def document() -> bytes:
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
              **_operations_paths(), **_trigger_paths(), **_webhook_paths(),
-             **_workflow_paths(), **_approval_paths(), **_integration_paths()}
+             **_workflow_paths(), **_approval_paths(), **_integration_paths(), **_identity_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {

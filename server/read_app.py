@@ -21,6 +21,7 @@ from protocol.policy import view as policy_view
 from server import (
     approval_routes,
     assets,
+    identity_routes,
     insight_routes,
     integration_routes,
     queries,
@@ -159,6 +160,7 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     approval_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/hitl (docs/automation.md)
     integration_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/integration (docs/automation.md)
     workflow_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/automation/workflows
+    identity_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/cross-device
 
     @app.get("/api/v1/behavioral/sessions/<session_id>")
     async def session_state(session_id: str) -> Response:
