@@ -294,8 +294,9 @@ async def _replay(pulse: Pulse, sub: Subscriber, send: Send, behavioral: bool, a
                 if not events:
                     break
                 chunks: list[bytes] = []
+                linked = pulse.pipeline.linked_users.get(sub.project)  # cross-device links, as live
                 for event in events:
-                    body = _replay_body(sub, event, behavioral)
+                    body = _replay_body(sub, event, behavioral, linked)
                     if body is not None:  # the event's own seq: the id live messages carry too
                         chunks.append(b"id: %d\ndata: %s\n\n" % (event.seq, _json.encode(body)))
                 last = events[-1].seq
@@ -371,8 +372,13 @@ async def _read_stream(pulse: Pulse, resume: StreamResume) -> ResumePage:
                 await trio.sleep(RESUME_RETRY_S)
 
 
-def _replay_body(sub: Subscriber, event: Event, behavioral: bool) -> Any | None:
-    attrs = Attrs(event.session_id, event.user_id, event.service_name, event.name)
+def _replay_body(sub: Subscriber, event: Event, behavioral: bool, linked: dict[str, str] | None) -> Any | None:
+    """What a live subscriber got for ``event``, or None. A session linked to a user (``linked``:
+    session -> user, actors/identity/directory.py) is heard by that user's subscribers, as live."""
+    user_id = event.user_id
+    if linked is not None and not user_id and event.session_id:
+        user_id = linked.get(event.session_id)
+    attrs = Attrs(event.session_id, user_id, event.service_name, event.name)
     if behavioral:
         if not sub.matches(KIND_BEHAVIORAL, attrs):
             return None

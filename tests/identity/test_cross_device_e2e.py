@@ -294,3 +294,24 @@ async def test_a_user_websocket_hears_its_linked_device_until_unlinked(server: S
         await send(client, [event("w-phone", "click", at + 44_000, user="wes", marker="own")])
         after = await ws_until(ws, "behavioral_event")
         assert after["sessionId"] == "w-phone" and after["event"]["marker"] == "own"
+
+
+async def test_a_user_stream_resumed_with_last_event_id_replays_its_linked_device(
+    server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    at = now_ms() - 60_000
+    await send(client, browse("r-phone", at, ["/"], user="rio"))
+    await send(client, browse("r-laptop", at, ["/"], device="desktop"))  # anonymous
+    assert (await link(client, "r-phone", "r-laptop")).status_code == 201
+    query = "userId=rio&subscriptions=behavioral_events"
+    async with SSEClient(f"{server.url}/api/v1/behavioral/stream?{query}") as sse:
+        await send(client, [event("r-phone", "click", at + 40_000, user="rio", marker="seen")])
+        seen_id, _ = await sse.next_of_type("behavioral_event")
+    # Disconnected: the linked laptop and the phone send meanwhile; the resume replays both.
+    await send(client, [event("r-laptop", "click", at + 41_000, device="desktop", marker="missed-laptop")])
+    await send(client, [event("r-phone", "click", at + 42_000, user="rio", marker="missed-phone")])
+    url = f"{server.url}/api/v1/behavioral/stream?{query}"
+    async with SSEClient(url, headers={"Last-Event-ID": str(seen_id)}) as resumed:
+        _, first = await resumed.next_of_type("behavioral_event")
+        _, second = await resumed.next_of_type("behavioral_event")
+    assert [first["event"]["marker"], second["event"]["marker"]] == ["missed-laptop", "missed-phone"]
