@@ -157,11 +157,11 @@ def parser() -> argparse.ArgumentParser:
                        help="payload bytes kept per project in that stream (default 64 MiB); the oldest "
                             "entries go first, the newest is always kept")
     serve.add_argument("--trusted-proxies", type=_trusted_proxies,
-                       default=_trusted_proxies(os.environ.get("PULSE_TRUSTED_PROXIES", "")), metavar="IPS",
+                       default=os.environ.get("PULSE_TRUSTED_PROXIES", ""), metavar="IPS",
                        help="comma list of IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client "
                             "(default $PULSE_TRUSTED_PROXIES, or none: the socket's peer is the client)")
     serve.add_argument("--sampling-latency-ms", type=_seconds,
-                       default=float(os.environ.get("PULSE_SAMPLING_LATENCY_MS", "250")), metavar="MS",
+                       default=os.environ.get("PULSE_SAMPLING_LATENCY_MS", "250"), metavar="MS",
                        help="mean ingest latency over a second above which the node samples the low-value "
                             "events of projects with adaptive sampling on (default 250)")
     serve.add_argument("--redis-grace", type=_seconds, default=3.0,

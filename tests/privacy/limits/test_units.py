@@ -8,8 +8,22 @@ import pytest
 from actors.privacy.sampling import KEEP_ONE_IN, AdaptiveSampler, is_low_value
 from protocol.errors import InvalidInput
 from protocol.policy import ProjectPolicy
-from protocol.privacy import DROP_CONSENT, DROP_SAMPLING, FLAG_NO_ADVERTISING, FLAG_NO_MARKETING, FLAG_NO_PERSONALIZATION
-from protocol.privacy_ingest import browser, consent_flags, decode, generalised_ua, hashed_id, retention_days, truncated_ip
+from protocol.privacy import (
+    DROP_CONSENT,
+    DROP_SAMPLING,
+    FLAG_NO_ADVERTISING,
+    FLAG_NO_MARKETING,
+    FLAG_NO_PERSONALIZATION,
+)
+from protocol.privacy_ingest import (
+    browser,
+    consent_flags,
+    decode,
+    generalised_ua,
+    hashed_id,
+    retention_days,
+    truncated_ip,
+)
 from protocol.record import Event
 from server.privacy.client_ip import TrustedProxies, resolve
 from server.privacy.rate_limit import RateLimited, RateLimiter
