@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from protocol.privacy import Dropped
 from protocol.tracking import Ident, Name, RejectedEvent, Timestamp
 
 
@@ -52,13 +53,17 @@ class BehavioralIngestResponse(Struct, kw_only=True):
     triggers: list[TriggerResult]
     duplicate: bool = False
     timestamp: int = 0  # the stored (skew-corrected) event time, unix ms
+    stored: bool | msgspec.UnsetType = msgspec.UNSET  # false when the pipeline dropped it on purpose
+    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET  # why (protocol/privacy.py)
 
 
 class BatchEventResult(Struct, kw_only=True):
     index: int
     eventId: str
-    status: str  # "stored" | "duplicate"
+    status: str  # "stored" | "duplicate" | "dropped"
     processed: bool = True  # false: stored, but the live actors could not take it in time
+    stored: bool | msgspec.UnsetType = msgspec.UNSET  # false when the pipeline dropped it on purpose
+    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET  # why (protocol/privacy.py)
 
 
 class BehavioralBatchResponse(Struct, kw_only=True):

@@ -7,6 +7,7 @@ import os
 import pathlib
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,10 +15,14 @@ from typing import Any
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import msgspec  # noqa: E402
 import trio  # noqa: E402
 
 from loadtest import cli as loadtest_cli  # noqa: E402
+from protocol.errors import InvalidInput  # noqa: E402
+from protocol.policy import CONSENT_DEFAULTS, DEFAULT_POLICY, ProjectPolicy, patched  # noqa: E402
 from server import logs  # noqa: E402
+from server.privacy.client_ip import TrustedProxies  # noqa: E402
 from server.settings import COMPRESSION_MODES, DEFAULT_PORT, EDGES, Settings  # noqa: E402
 from storage.base import Store  # noqa: E402
 
@@ -50,6 +55,68 @@ def _log_format(value: str) -> str:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(logs.LOG_FORMATS)}, got {value!r} "
                                          "(from --log-format or $PULSE_LOG_FORMAT)")
     return value
+
+
+def _trusted_proxies(value: str) -> TrustedProxies:
+    try:
+        return TrustedProxies.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(value: str) -> float | None:
+    """A rate in requests per second, or "none"/"off" to remove the limit."""
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of requests per second or 'none', got {value!r}") from None
+    if not rate > 0 or rate == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of requests per second > 0 or 'none', got {value!r}")
+    return rate
+
+
+def _days(value: str) -> int | None:
+    if value.strip().lower() in ("none", "off"):
+        return None
+    return _positive_int(value)
+
+
+def _on_off(value: str) -> bool:
+    if value.lower() in ("on", "true", "yes", "1"):
+        return True
+    if value.lower() in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be on or off, got {value!r}")
+
+
+# The policy options of `pulse project create` and `pulse project policy`: flag -> the admin
+# route's field (protocol/policy.py checks the values the same way for both).
+_POLICY_FLAGS = {
+    "rate_limit": "rateLimit", "rate_limit_burst": "rateLimitBurst", "ip_rate_limit": "ipRateLimit",
+    "retention_days": "retentionDays", "consent_default": "consentDefault", "adaptive_sampling": "adaptiveSampling",
+}  # fmt: skip
+
+
+def _policy_options(command: argparse.ArgumentParser) -> None:
+    unset = argparse.SUPPRESS  # an option not given leaves the policy's value as it is
+    command.add_argument("--rate-limit", type=_rate, default=unset, metavar="N",
+                         help="requests per second per API key on the ingest routes ('none' removes it)")
+    command.add_argument("--rate-limit-burst", type=_rate, default=unset, metavar="N",
+                         help="requests a key may send at once (the token bucket's size; default max(1, rate))")
+    command.add_argument("--ip-rate-limit", type=_rate, default=unset, metavar="N",
+                         help="requests per second per client IP ('none' removes it)")
+    command.add_argument("--retention-days", type=_days, default=unset, metavar="DAYS",
+                         help="events older than this are removed by the retention job ('none': kept)")
+    command.add_argument("--consent-default", choices=list(CONSENT_DEFAULTS), default=unset,
+                         help="consent of a user with no consent record (default granted)")
+    command.add_argument("--adaptive-sampling", type=_on_off, default=unset, metavar="{on,off}",
+                         help="under overload, keep 1 in 10 low-value events (mouse_move, scroll, ...)")
+
+
+def _policy_changes(args: argparse.Namespace) -> dict[str, object]:
+    return {field: getattr(args, flag) for flag, field in _POLICY_FLAGS.items() if hasattr(args, flag)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,6 +156,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--stream-retention-bytes", type=_positive_int, default=64 * 1024 * 1024,
                        help="payload bytes kept per project in that stream (default 64 MiB); the oldest "
                             "entries go first, the newest is always kept")
+    serve.add_argument("--trusted-proxies", type=_trusted_proxies,
+                       default=os.environ.get("PULSE_TRUSTED_PROXIES", ""), metavar="IPS",
+                       help="comma list of IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client "
+                            "(default $PULSE_TRUSTED_PROXIES, or none: the socket's peer is the client)")
+    serve.add_argument("--sampling-latency-ms", type=_seconds,
+                       default=os.environ.get("PULSE_SAMPLING_LATENCY_MS", "250"), metavar="MS",
+                       help="mean ingest latency over a second above which the node samples the low-value "
+                            "events of projects with adaptive sampling on (default 250)")
     serve.add_argument("--redis-grace", type=_seconds, default=3.0,
                        help="seconds a node keeps cluster membership and its actors through a Redis outage "
                             "(default 3; bounded by the 3 s node TTL): a shorter blip rebuilds nothing")
@@ -102,6 +177,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
     create.add_argument("--database-url", default=os.environ.get("PULSE_DATABASE_URL"))
+    _policy_options(create)
+    policy = actions.add_parser("policy", help="show or change a project's rate limits, retention and consent default")
+    policy.add_argument("name", help="the project's name or id")
+    policy.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
+    policy.add_argument("--database-url", default=os.environ.get("PULSE_DATABASE_URL"))
+    _policy_options(policy)
     listing = actions.add_parser("list", help="list projects and their keys")
     listing.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(os.environ.get("PULSE_DATA_DIR", "data")))
     listing.add_argument("--database-url", default=os.environ.get("PULSE_DATABASE_URL"))
@@ -151,6 +232,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         stream_retention=args.stream_retention,
         stream_retention_bytes=args.stream_retention_bytes,
         redis_grace=args.redis_grace,
+        trusted_proxies=args.trusted_proxies,
+        sampling_latency_ms=args.sampling_latency_ms,
     )
     problem = settings.cluster_problem()
     if problem:
@@ -182,19 +265,65 @@ def _without_port(argv: list[str]) -> list[str]:
     return out
 
 
+def _print_policy(policy: ProjectPolicy) -> None:
+    def shown(value: object) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    print(f"  rate limit: {shown(policy.rate_limit)}/s per key (burst {shown(policy.burst()) if policy.rate_limit else 'none'})"
+          f", {shown(policy.ip_rate_limit)}/s per client ip; retention days: {shown(policy.retention_days)}; "
+          f"consent default: {policy.consent_default}; adaptive sampling: {'on' if policy.adaptive_sampling else 'off'}")
+
+
+async def _put_policy(store: Store, project_id: str, changes: dict[str, object]) -> ProjectPolicy:
+    """The project's policy with ``changes`` (admin route field names), stored; InvalidInput as for the route."""
+    current = (await store.project_policies()).get(project_id, DEFAULT_POLICY)
+    if not changes:
+        return current
+    return await store.put_project_policy(project_id, patched(current, msgspec.json.encode(changes)),
+                                          time.time_ns() // 1_000_000)
+
+
+async def _create_project(store: Store, args: argparse.Namespace) -> tuple[Any, ProjectPolicy | None]:
+    changes = _policy_changes(args)
+    patched(DEFAULT_POLICY, msgspec.json.encode(changes))  # refuse a bad value before creating
+    project = await store.create_project(args.name)
+    return project, (await _put_policy(store, project.id, changes) if changes else None)
+
+
+async def _change_policy(store: Store, args: argparse.Namespace) -> tuple[Any, ProjectPolicy]:
+    projects = [p for p in await store.list_projects() if args.name in (p.name, p.id)]
+    if not projects:
+        raise ValueError(f"no project named {args.name!r}")
+    if len(projects) > 1:
+        raise ValueError(f"{len(projects)} projects are named {args.name!r}: give the project's id")
+    return projects[0], await _put_policy(store, projects[0].id, _policy_changes(args))
+
+
+def _flag_of(err: InvalidInput) -> str:
+    field = err.field.removeprefix("$.")
+    names = {value: flag for flag, value in _POLICY_FLAGS.items()}
+    return "--" + names.get(field, field).replace("_", "-")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args, argv if argv is not None else sys.argv[1:])
     if args.command == "loadtest":
         return loadtest_cli.run(args)
-    if args.action == "create":
+    if args.action in ("create", "policy"):
+        work = _create_project if args.action == "create" else _change_policy
         try:
-            project = trio.run(_with_store, args, lambda store: store.create_project(args.name))
+            project, policy = trio.run(_with_store, args, lambda store: work(store, args))
+        except InvalidInput as err:
+            print(f"error: {_flag_of(err)}: {err.reason}", file=sys.stderr)
+            return 2
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         _print_project(project)
+        if policy is not None:
+            _print_policy(policy)
         return 0
     for project in trio.run(_with_store, args, lambda store: store.list_projects()):
         _print_project(project)

@@ -16,11 +16,13 @@ from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.sampling import AdaptiveSampler
 from actors.runtime import ActorSystem
 from server.auth import Access, authenticate, key_from
 from server.cors import Cors
 from server.http import HotRequest
 from server.privacy.policies import PolicyBook
+from server.privacy.rate_limit import RateLimiter
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.webhooks.service import WebhookService
@@ -54,6 +56,10 @@ class Pulse:
     # SSE resumes that may scan the stored log at once, per project (server/sse.py)
     replay_slots: dict[str, trio.CapacityLimiter] = field(default_factory=dict)
     identity: IdentityDirectory | None = None  # the projects' identity graphs (actors/identity/directory.py)
+    # the ingest routes' per-key and per-IP token buckets (server/privacy/rate_limit.py)
+    limits: RateLimiter = field(default_factory=RateLimiter)
+    # adaptive sampling of low-value events under overload (actors/privacy/sampling.py)
+    sampler: AdaptiveSampler = field(default_factory=AdaptiveSampler)
 
     def begin_shutdown(self) -> None:
         self.draining = True

@@ -38,6 +38,8 @@ class HotRequest(Protocol):
     def headers(self) -> dict[str, str]: ...
     @property
     def query(self) -> dict[str, str]: ...
+    @property
+    def peer(self) -> str | None: ...  # the socket's remote address (server/privacy/client_ip.py)
     async def read(self) -> bytes: ...
 
 
@@ -55,6 +57,11 @@ class Request:
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())
         }
         self._query: dict[str, str] | None = None
+
+    @property
+    def peer(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
 
     @property
     def query(self) -> dict[str, str]:

@@ -2,7 +2,11 @@
 
 POST /api/events/track/{eventName}, POST /api/events/track/batch      (seed 004)
 POST /api/v1/behavioral/events, POST /api/v1/behavioral/batch         (seed 000)
+POST /api/v1/behavioral/events/privacy-compliant                      (seed 000, server/privacy/compliant_route.py)
 POST /v1/batch, /v1/track, ... (Segment), /batch/, /e/, ... (PostHog)  (server/compat/, docs/compat.md)
+
+Every one is rate limited per project (server/privacy/ingest_gate.py) before its body is read;
+the seed 000 routes sample low-value events under overload when the project asks for it.
 
 Each answers only after the events are committed and processed (see actors/pipeline.py). A
 handler takes a ``HotRequest`` (the ASGI ``server.http.Request``, or the native edge's request in
@@ -37,10 +41,20 @@ from protocol.normalize import (
 )
 from protocol.record import Event
 from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
-from server.auth import AuthError
+from server.auth import AuthError, authenticate, key_from
 from server.compat import compat_route
+from server.compat.intake import basic_user
 from server.context import Pulse
 from server.http import HotRequest, decode_body, encode_json, is_msgpack
+from server.privacy import compliant_route
+from server.privacy.ingest_gate import (
+    RateLimited,
+    admitted,
+    limit,
+    rate_limited_body,
+    retry_after_header,
+    sample,
+)
 from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
@@ -76,7 +90,7 @@ async def _body(req: HotRequest) -> tuple[bool, bytes]:
 
 
 async def track_one(pulse: Pulse, req: HotRequest, event_name: str, started: float) -> bytes:
-    access = await pulse.access(req)
+    access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     event = decode_track(
         access.project.id,
@@ -120,7 +134,7 @@ async def _ingest_batch(pulse: Pulse, decoded: Decoded, started: float) -> Inges
 
 
 async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
-    access = await pulse.access(req)
+    access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     decoded = decode_track_batch(
         access.project.id, body, user_id=req.headers.get("x-user-id") or None, received_at=now_ms(), msgpack=msgpack
@@ -158,9 +172,15 @@ def fired_triggers(result: IngestResult) -> list[TriggerResult]:
 
 
 async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes:
-    access = await pulse.access(req)
+    access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     event = decode_behavioral(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
+    sampled = sample(pulse, [event])
+    if sampled is not None:  # dropped by adaptive sampling: answered, not stored
+        return encode_json(BehavioralIngestResponse(
+            eventId=event.id, processed=False, processingTime=round((time.perf_counter() - started) * 1000, 3),
+            triggers=[], timestamp=event.timestamp, stored=False, dropped=sampled[0] or msgspec.UNSET,
+        ))  # fmt: skip
     result = await pulse.pipeline.ingest([event], started=started)
     outcome = result.outcomes[0]
     answer = BehavioralIngestResponse(
@@ -175,22 +195,31 @@ async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes
 
 
 async def behavioral_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
-    access = await pulse.access(req)
+    access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     decoded = decode_behavioral_batch(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
-    result = await _ingest_batch(pulse, decoded, started)
-    rows, duplicates = _batch_results(decoded, result)
+    sampled = sample(pulse, [event for _, event in decoded.accepted])
+    dropped: list[BatchEventResult] = []
+    if sampled is not None:  # adaptive sampling: the dropped events are answered, not stored
+        dropped = [BatchEventResult(index=index, eventId=event.id, status="dropped", processed=False, stored=False,
+                                    dropped=decision)
+                   for (index, event), decision in zip(decoded.accepted, sampled, strict=True) if decision is not None]
+        decoded.accepted = [item for item, decision in zip(decoded.accepted, sampled, strict=True) if decision is None]
+    result = await _ingest_batch(pulse, decoded, started) if decoded.accepted or not dropped else None
+    rows, duplicates = _batch_results(decoded, result) if result is not None else ([], 0)
+    results = [
+        BatchEventResult(index=i, eventId=eid, status="duplicate" if dup else "stored",
+                         processed=result.processed if result is not None else False)
+        for i, eid, dup in rows
+    ]
     answer = BehavioralBatchResponse(
         processed=len(rows),
         stored=len(rows) - duplicates,
         duplicates=duplicates,
         rejected=decoded.rejected,
-        results=[
-            BatchEventResult(index=i, eventId=eid, status="duplicate" if dup else "stored", processed=result.processed)
-            for i, eid, dup in rows
-        ],
-        processingTime=round(result.elapsed_ms, 3),
-        triggers=fired_triggers(result),
+        results=sorted([*results, *dropped], key=lambda row: row.index) if dropped else results,
+        processingTime=round(result.elapsed_ms if result is not None else (time.perf_counter() - started) * 1000, 3),
+        triggers=fired_triggers(result) if result is not None else [],
         batchId=decoded.batch_id,
     )
     return encode_json(answer)
@@ -202,12 +231,46 @@ def hot_route(path: str) -> Handler | None:
         return behavioral_one
     if path == "/api/v1/behavioral/batch":
         return behavioral_batch
+    if path == compliant_route.PATH:
+        return _privacy_compliant
     if path.startswith(TRACK_PREFIX):
         name = path[len(TRACK_PREFIX):]
         if name == "batch":
             return track_batch
         return lambda pulse, req, started: track_one(pulse, req, name, started)
-    return compat_route(path)  # Segment's /v1/* and PostHog's capture paths (server/compat/)
+    limited = _LIMITED_COMPAT.get(path)
+    if limited is None:
+        compat = compat_route(path)  # Segment's /v1/* and PostHog's capture paths (server/compat/)
+        if compat is None:
+            return None
+        limited = _LIMITED_COMPAT[path] = _limited(compat)  # one per compat path: the map is bounded
+    return limited
+
+
+_LIMITED_COMPAT: dict[str, Handler] = {}
+_privacy_compliant: Final = compliant_route.handler(lambda result: fired_triggers(result))
+
+
+def _limited(handler: Handler) -> Handler:
+    """A compat handler behind the rate limits when its key is in a header or the query string. A
+    key sent only inside the body (PostHog's ``api_key``, Segment's ``writeKey``) is found by the
+    compat decoder, after this point: those requests are not rate limited (docs/privacy.md)."""
+
+    async def handle(pulse: Pulse, req: HotRequest, started: float) -> bytes:
+        try:
+            api_key = key_from(req.headers, req.query) or basic_user(req.headers)
+        except AuthError:
+            api_key = None  # malformed Basic credentials: the handler answers 401 the compat way
+        if api_key is not None:
+            try:
+                access = await authenticate(pulse.store, api_key, open_access=pulse.settings.open_access)
+            except AuthError:
+                access = None  # the handler refuses it the compat way
+            if access is not None:
+                limit(pulse, req, access, api_key)
+        return await handler(pulse, req, started)
+
+    return handle
 
 
 def error_answer(err: Exception, method: str, path: str, pulse: Pulse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -216,6 +279,8 @@ def error_answer(err: Exception, method: str, path: str, pulse: Pulse) -> tuple[
     if isinstance(err, InvalidInput):
         pulse.metrics.events_rejected += 1 if method == "POST" else 0
         return err.status, encode_json(error_body(err)), []
+    if isinstance(err, RateLimited):
+        return 429, _json.encode(rate_limited_body(err)), retry_after_header(err)
     if isinstance(err, AuthError):
         code = "unauthorized" if err.status == 401 else "forbidden"
         return err.status, _json.encode({"success": False, "error": {"code": code, "reason": err.reason}}), []

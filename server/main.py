@@ -31,6 +31,7 @@ from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.sampling import AdaptiveSampler
 from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary, SessionView
 from actors.user import UserActor, UserSummary, UserView
@@ -236,6 +237,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             workflows=workflows,
             identity=identity,
         )
+        pulse.sampler = AdaptiveSampler(latency_ms=settings.sampling_latency_ms)
+        if bus is not None:  # each node refills its buckets at rate / live nodes (server/privacy/rate_limit.py)
+            pulse.limits.nodes = lambda: len(bus.live_nodes()) or 1
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
         app = PulseApp(pulse)

@@ -21,7 +21,7 @@ from actors.automation import abtest, approval, conditions, definition, workflow
 from actors.identity import continuity as identity_continuity
 from actors.session import SessionView
 from actors.user import UserView
-from protocol import anomaly, behavioral, tracking
+from protocol import anomaly, behavioral, privacy_ingest, tracking
 from protocol.normalize import MAX_BATCH, MAX_TIME_MS
 from protocol.tracking import MAX_NAME, MAX_TEXT
 from server import (
@@ -204,6 +204,42 @@ def _behavioral_event() -> Schema:
     }
 
 
+def _privacy_compliant_event() -> Schema:
+    """POST /api/v1/behavioral/events/privacy-compliant (protocol/privacy_ingest.py)."""
+    ident = _nullable(_text(no_nul=True))
+    behavioral_event = _behavioral_event()
+    settings = {
+        "type": "object",
+        "properties": {
+            "anonymization": {"enum": list(privacy_ingest.ANONYMIZATION_LEVELS),
+                              "default": privacy_ingest.DEFAULT_ANONYMIZATION},
+            "retention": _nullable({"type": "string", "pattern": privacy_ingest.RETENTION_PATTERN,
+                                    "description": "N_days, N_weeks, N_months or N_years (a month is 30 days, "
+                                                   "a year 365), at most 100 years; null: the project's retention"}),
+            "sharing": {"enum": list(privacy_ingest.SHARING), "default": "none"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["anonymizedSessionId", "consentLevel", "eventType"],
+        "properties": {
+            "anonymizedSessionId": _text(min_length=1, no_nul=True),
+            "consentLevel": {"enum": list(privacy_ingest.CONSENT_LEVELS),
+                             "description": "none/essential: not stored (dropped: consent); analytics_only: no "
+                                            "marketing, personalization or advertising; personalized: no marketing "
+                                            "or advertising; full/all: everything"},
+            "eventType": EVENT_NAME,
+            "eventData": _nullable({"type": "object"}),
+            "privacySettings": settings,
+            "userId": ident,
+            "timestamp": _nullable(BODY_TIME),
+            "sentAt": {"type": ["number", "string", "null"]},
+            "eventId": ident,
+        },
+        "allOf": behavioral_event["allOf"],  # timestamp, eventData.timestamp and sentAt: the same rules
+    }
+
+
 def _behavioral_batch() -> Schema:
     events = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {"$ref": REF.format(name="BehavioralEvent")}}
     return {
@@ -260,6 +296,7 @@ ERROR_WHY: Final = {
     409: "conflict with an existing resource",
     413: "body, decompressed body or batch over its limit",
     415: "unsupported Content-Type or Content-Encoding",
+    429: "over the project's rate limit (per API key or per client IP); nothing stored; retry after Retry-After seconds",
     503: "overloaded or storage unavailable; retry after Retry-After seconds",
 }
 RETRY_AFTER: Final[Schema] = {"Retry-After": {"schema": {"type": "integer", "minimum": 0}, "description": "seconds"}}
@@ -268,7 +305,7 @@ ALLOW: Final[Schema] = {"Allow": {"schema": {"type": "string"}, "description": "
 
 def _error(status: int) -> Schema:
     answer: Schema = {"description": ERROR_WHY[status], "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
-    if status == 503:
+    if status in (429, 503):
         answer["headers"] = RETRY_AFTER
     if status == 405:
         answer["headers"] = ALLOW
@@ -356,7 +393,7 @@ def _op(summary: str, answer: Schema, *, errors: tuple[int, ...], body: Schema |
 
 
 READ: Final = (400, 401, 403, 503)  # a read route: bad parameter, key, secret key, storage
-INGEST: Final = (400, 401, 408, 413, 415, 503)
+INGEST: Final = (400, 401, 408, 413, 415, 429, 503)
 
 
 def _ingest_paths() -> dict[str, Schema]:
@@ -378,6 +415,11 @@ def _ingest_paths() -> dict[str, Schema]:
         "/api/v1/behavioral/batch": {"post": _op(
             f"Ingest up to {MAX_BATCH} behavioral events", _json(behavioral.BehavioralBatchResponse), errors=INGEST,
             body=_ingest_body({"$ref": REF.format(name="BehavioralBatch")}),
+        )},
+        "/api/v1/behavioral/events/privacy-compliant": {"post": _op(
+            "Ingest one event anonymized as its privacySettings say (seed 000; docs/privacy.md)",
+            _json(privacy_ingest.PrivacyIngestResponse), errors=INGEST,
+            body=_ingest_body({"$ref": REF.format(name="PrivacyCompliantEvent")}),
         )},
     }
 
@@ -1346,6 +1388,7 @@ def document() -> bytes:
         tracking.TrackEventResponse, tracking.BatchTrackEventResponse, tracking.EventsQueryResponse,
         tracking.ServicesResponse, tracking.EventStatistics, tracking.SuggestionsResponse,
         behavioral.BehavioralIngestResponse, behavioral.BehavioralBatchResponse, anomaly.AnomaliesResponse,
+        privacy_ingest.PrivacyIngestResponse,
         anomaly.AnomalyMessage, SessionView, UserView, SegmentAnswer, PostHogAnswer,
     ]
     _, components = msgspec.json.schema_components(answers, ref_template=REF)
@@ -1355,6 +1398,7 @@ def document() -> bytes:
         "BatchTrackEventRequest": _track_batch(),
         "BehavioralEvent": _behavioral_event(),
         "BehavioralBatch": _behavioral_batch(),
+        "PrivacyCompliantEvent": _privacy_compliant_event(),
         "TimeZone": {"enum": sorted(zoneinfo.available_timezones()), "description": "an IANA time zone name"},
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),

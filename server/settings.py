@@ -8,6 +8,8 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Final
 
+from server.privacy.client_ip import TrustedProxies
+
 DEFAULT_PORT: Final = 8000
 CORS_ALLOW_HEADERS: Final = (
     "Content-Type, Authorization, X-Requested-With, X-Monitor-Request, X-User-Id, X-Session-Id, "
@@ -72,6 +74,11 @@ class Settings:
     # every actor is rebuilt from the log when Redis returns). Never longer than the node TTL (3 s)
     # after the node's last heartbeat, past which the other nodes may have taken its keys.
     redis_grace: float = 3.0
+    # --trusted-proxies / $PULSE_TRUSTED_PROXIES: whose X-Forwarded-For names the client (server/privacy/client_ip.py)
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    # --sampling-latency-ms / $PULSE_SAMPLING_LATENCY_MS: mean ingest latency over a second above
+    # which the node counts as overloaded for adaptive sampling (actors/privacy/sampling.py)
+    sampling_latency_ms: float = 250.0
 
     @property
     def storage_name(self) -> str:

@@ -278,7 +278,7 @@ class Connection:
             body = bytes(buf[start:end])
             del buf[:end]
             self._deadline(NONE)  # the pipeline bounds the handling itself
-            if not await self._answer(handler, NativeRequest(headers, query, body), path, keep):
+            if not await self._answer(handler, NativeRequest(headers, query, body, self.client[0] if self.client else None), path, keep):
                 return None
             if not keep:
                 self.linger = True

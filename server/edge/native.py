@@ -87,10 +87,11 @@ class HeadParser:
 class NativeRequest:
     """A hot request as the ingest routes read it (server.http.HotRequest)."""
 
-    __slots__ = ("headers", "_raw_query", "_query", "body")
+    __slots__ = ("headers", "_raw_query", "_query", "body", "peer")
 
-    def __init__(self, headers: dict[str, str], raw_query: bytes, body: bytes) -> None:
+    def __init__(self, headers: dict[str, str], raw_query: bytes, body: bytes, peer: str | None = None) -> None:
         self.headers = headers
+        self.peer = peer  # the socket's remote address
         self._raw_query = raw_query
         self._query: dict[str, str] | None = None
         self.body = body
