@@ -23,8 +23,10 @@ from actors.cluster import ActorRouter
 from actors.fanout import Fanout, Message
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, KIND_TRIGGER, Attrs
 from actors.metrics import Metrics
+from actors.privacy.consent import GPC_FLAGS, ConsentBook
 from actors.projection import ApplyEvents
 from actors.runtime import ActorError, ActorSystem
+from protocol.privacy import Dropped
 from protocol.record import SOURCE_BEHAVIORAL, AppendOutcome, Event
 from protocol.views import behavioral_message, event_message, metrics_message
 from storage.base import Store
@@ -50,7 +52,7 @@ class Overloaded(Exception):
 
 
 class IngestResult:
-    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions", "fired")
+    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions", "fired", "dropped")
 
     def __init__(
         self, outcomes: list[AppendOutcome], processed: bool, elapsed_ms: float, sessions: dict,
@@ -61,6 +63,9 @@ class IngestResult:
         self.elapsed_ms = elapsed_ms
         self.sessions = sessions  # session id -> SessionView after this request
         self.fired = fired or []  # the triggers this request's events fired (actors/automation/)
+        # None when every event was stored; else one entry per event given to ingest(), in order:
+        # why it was not stored (protocol/privacy.py), or None. ``outcomes`` has the others only.
+        self.dropped: list[Dropped | None] | None = None
 
 
 class IngestPipeline:
@@ -88,6 +93,9 @@ class IngestPipeline:
         # Called with (project, firings) when workflows fired (server/workflow_scheduler.py): stores
         # their actions durably before the request is answered.
         self.on_workflow_fired: Callable[[str, list[FiredInSession]], Awaitable[None]] | None = None
+        # The consent stage (actors/privacy/consent.py): stamps each event's consent flags and
+        # drops the events without analytics consent, before the commit. None: everything passes.
+        self.consent: ConsentBook | None = None
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
@@ -115,9 +123,10 @@ class IngestPipeline:
         while lows and lows[0] not in self._in_flight:  # keeps the heap as small as what is in flight
             heapq.heappop(lows)
 
-    async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
+    async def ingest(self, events: list[Event], *, started: float, rejected: int = 0, gpc: bool = False) -> IngestResult:
         """Store ``events`` durably, process them, publish the new ones. ``started`` = perf_counter()
-        at receipt. Raises Overloaded (nothing acknowledged) or StoreError.
+        at receipt; ``gpc``: the request carried ``Sec-GPC: 1``. Raises Overloaded (nothing
+        acknowledged) or StoreError. Events the consent stage drops are not stored (``dropped``).
 
         One cancel scope per request, and only one: the wait for room opens its own only when a
         mailbox is full, the store's and the actors' deadlines are theirs (an ask waits under one
@@ -126,12 +135,23 @@ class IngestPipeline:
         its client goes away or the server shuts down, and from the hand-over to the writer to
         the fan-out that must not cut it short. The store's deadline (StoreUnavailable) and
         PROCESS_TIMEOUT_S bound it."""
+        dropped: list[Dropped | None] | None = None
+        if events:
+            consent = self.consent
+            if consent is not None:
+                dropped = consent.gate(events, gpc, self.metrics.drops)
+                if dropped is not None:
+                    events = [event for event, why in zip(events, dropped, strict=True) if why is None]
+            elif gpc:
+                for event in events:
+                    event.flags |= GPC_FLAGS
         groups = _groups(events)
         await self._wait_for_room(groups)
         with trio.CancelScope(shield=True):
             result = await self._commit_and_process(events, groups, started, rejected)
             if events:  # a request is one project's: its rate for the project's SSE stats
                 self.metrics.count_project_ingest(events[0].project, len(result.outcomes))
+        result.dropped = dropped
         return result
 
     async def _commit_and_process(

@@ -15,6 +15,7 @@ from actors.hub import Hub
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.consent import ConsentBook
 from actors.runtime import ActorSystem
 from server.auth import Access, authenticate, key_from
 from server.cors import Cors
@@ -44,6 +45,8 @@ class Pulse:
     webhooks: WebhookService  # signed webhook deliveries: webhooks.notify(project, kind, data, dedup_key)
     triggers: TriggerIndex  # every project's triggers as the session actors evaluate them (actors/automation/)
     policies: PolicyBook  # every project's privacy and traffic policy, in memory (server/privacy/policies.py)
+    # every user's consent, in memory, and the pipeline's consent stage (actors/privacy/consent.py)
+    consent: ConsentBook | None = None
     # automation workflows: their rules (workflows.rules) and durable delayed actions (server/workflow_scheduler.py)
     workflows: WorkflowScheduler | None = None
     started_at: float = field(default_factory=time.time)

@@ -30,6 +30,7 @@ from actors.hub import Hub
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.consent import ConsentBook
 from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary, SessionView
 from actors.user import UserActor, UserSummary, UserView
@@ -182,6 +183,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         policies = PolicyBook(store)  # consent default, rate limits, sampling, retention (docs/privacy.md)
         await services.start(policies.run)  # loaded now, then reloaded: other nodes' changes
+        # every user's consent (actors/privacy/consent.py): loaded now, then the other nodes' changes
+        consent = ConsentBook(store, lambda project: policies.get(project).consent_default)
+        await services.start(consent.run)
         insights = InsightService(store)
         triggers = TriggerIndex()  # every project's triggers, for the session actors (actors/automation/)
         if bus is not None:  # approval limits are split between the live nodes (actors/automation/approval.py)
@@ -207,6 +211,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         await services.start(insights.run)
         pipeline = IngestPipeline(store, actors, router, fanout, metrics)
         pipeline.start_from(await store.max_seq())
+        pipeline.consent = consent  # the consent stage, before the commit
         webhooks = WebhookService(store, node_id)  # durable signed deliveries (server/webhooks/)
         await services.start(webhooks.run)
         pipeline.after_commit = webhooks.events_committed  # deliveries for the event types webhooks chose
@@ -231,6 +236,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             triggers=triggers,
             policies=policies,
             workflows=workflows,
+            consent=consent,
         )
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
