@@ -207,6 +207,10 @@ class ConsentBook:
             self.reload_failures += 1
             log.warning("consent reload failed: %r", exc)
             return
+        except Exception:  # a bug of ours: logged and counted; the server stays up and retries
+            self.reload_failures += 1
+            log.exception("consent reload failed")
+            return
         self.reloads += 1
 
     def _apply(self, changes: list[ConsentChange]) -> None:

@@ -223,8 +223,8 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[..., Awaitable[Any]]
     @app.get(BASE + "/<path:user_id>")
     async def get_consent(user_id: str) -> Response:
         granted = await access()
-        if not user_id or len(user_id) > MAX_ID:
-            raise InvalidInput("userId", f"must be 1 to {MAX_ID} characters")
+        if not user_id or len(user_id) > MAX_ID or "\x00" in user_id:
+            raise InvalidInput("userId", f"must be 1 to {MAX_ID} characters, without NUL")
         query = {k: v for k, v in request.args.items()}
         limit = int_param(query, "limit", DEFAULT_TRAIL, low=1, high=MAX_TRAIL)
         project = granted.project.id
