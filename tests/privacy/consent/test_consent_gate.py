@@ -3,6 +3,7 @@ what the ingest answers say, what is stored and processed, and the drop counters
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -143,6 +144,21 @@ async def test_gpc_on_a_websocket_handshake_stamps_its_events(server: ServerProc
     assert '"eventId":"evt_' in message
     counted = await drops(client)
     assert counted["consent_marketing"] == 1 and counted["consent_advertising"] == 1
+    # an event dropped over a socket: its ack says so, like the HTTP answer
+    await record(client, consent("u-ws-no", "denied"))
+    async with open_websocket_url(f"{server.ws_url}/api/v1/behavioral/stream") as ws:
+        await ws.send_message('{"type": "event", "requestId": "r2", "event": {"eventType": "page_view", "userId": "u-ws-no"}}')
+        with trio.fail_after(STEP_S):
+            while '"ack"' not in (message := str(await ws.get_message())):
+                pass
+        ack = json.loads(message)
+        assert ack["eventId"] is None and ack["stored"] is False and ack["dropped"]["category"] == "analytics"
+        await ws.send_message('{"type": "batch", "requestId": "r3", "events": [{"eventType": "a", "userId": "u-ws-no"}, {"eventType": "b", "userId": "u-ws"}]}')
+        with trio.fail_after(STEP_S):
+            while '"batch_ack"' not in (message := str(await ws.get_message())):
+                pass
+        batch = json.loads(message)
+        assert (batch["stored"], [r["status"] for r in batch["results"]]) == (1, ["dropped", "stored"])
 
 
 async def test_a_later_grant_lets_the_events_in_again_and_the_trail_says_it_all(client: httpx.AsyncClient) -> None:
