@@ -23,8 +23,10 @@ from actors.cluster import ActorRouter
 from actors.fanout import Fanout, Message
 from actors.hub import KIND_BEHAVIORAL, KIND_EVENT, KIND_METRICS, KIND_TRIGGER, Attrs
 from actors.metrics import Metrics
+from actors.privacy.consent import GPC_FLAGS, ConsentBook
 from actors.projection import ApplyEvents
 from actors.runtime import ActorError, ActorSystem
+from protocol.privacy import Dropped
 from protocol.record import SOURCE_BEHAVIORAL, AppendOutcome, Event
 from protocol.views import behavioral_message, event_message, metrics_message
 from storage.base import Store
@@ -50,7 +52,7 @@ class Overloaded(Exception):
 
 
 class IngestResult:
-    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions", "fired")
+    __slots__ = ("outcomes", "processed", "elapsed_ms", "sessions", "fired", "dropped")
 
     def __init__(
         self, outcomes: list[AppendOutcome], processed: bool, elapsed_ms: float, sessions: dict,
@@ -61,6 +63,9 @@ class IngestResult:
         self.elapsed_ms = elapsed_ms
         self.sessions = sessions  # session id -> SessionView after this request
         self.fired = fired or []  # the triggers this request's events fired (actors/automation/)
+        # None when every event was stored; else one entry per event given to ingest(), in order:
+        # why it was not stored (protocol/privacy.py), or None. ``outcomes`` has the others only.
+        self.dropped: list[Dropped | None] | None = None
 
 
 class IngestPipeline:
@@ -92,6 +97,12 @@ class IngestPipeline:
         # on that userId hears the session's events even when they carry no userId. Only projects
         # with links have an entry.
         self.linked_users: dict[str, dict[str, str]] = {}
+        # The consent stage (actors/privacy/consent.py): stamps each event's consent flags and
+        # drops the events without analytics consent, before the commit. None: everything passes.
+        self.consent: ConsentBook | None = None
+        # Adaptive sampling (server/privacy/ingest_gate.py ``sample``), after the consent stage: one
+        # entry per event (a Dropped for those sampled out), or None when every event goes on.
+        self.sample: Callable[[list[Event]], list[Dropped | None] | None] | None = None
 
     def start_from(self, max_seq: int) -> None:
         """Everything stored before this process started counts as published (it is history)."""
@@ -119,9 +130,10 @@ class IngestPipeline:
         while lows and lows[0] not in self._in_flight:  # keeps the heap as small as what is in flight
             heapq.heappop(lows)
 
-    async def ingest(self, events: list[Event], *, started: float, rejected: int = 0) -> IngestResult:
+    async def ingest(self, events: list[Event], *, started: float, rejected: int = 0, gpc: bool = False) -> IngestResult:
         """Store ``events`` durably, process them, publish the new ones. ``started`` = perf_counter()
-        at receipt. Raises Overloaded (nothing acknowledged) or StoreError.
+        at receipt; ``gpc``: the request carried ``Sec-GPC: 1``. Raises Overloaded (nothing
+        acknowledged) or StoreError. Events the consent stage drops are not stored (``dropped``).
 
         One cancel scope per request, and only one: the wait for room opens its own only when a
         mailbox is full, the store's and the actors' deadlines are theirs (an ask waits under one
@@ -130,12 +142,29 @@ class IngestPipeline:
         its client goes away or the server shuts down, and from the hand-over to the writer to
         the fan-out that must not cut it short. The store's deadline (StoreUnavailable) and
         PROCESS_TIMEOUT_S bound it."""
+        dropped: list[Dropped | None] | None = None
+        if events:
+            consent = self.consent
+            if consent is not None:
+                dropped = consent.gate(events, gpc, self.metrics.drops)
+                if dropped is not None:
+                    events = [event for event, why in zip(events, dropped, strict=True) if why is None]
+            elif gpc:
+                for event in events:
+                    event.flags |= GPC_FLAGS
+            sample = self.sample
+            if sample is not None and events:
+                sampled = sample(events)
+                if sampled is not None:
+                    dropped = sampled if dropped is None else _merged(dropped, sampled)
+                    events = [event for event, why in zip(events, sampled, strict=True) if why is None]
         groups = _groups(events)
         await self._wait_for_room(groups)
         with trio.CancelScope(shield=True):
             result = await self._commit_and_process(events, groups, started, rejected)
             if events:  # a request is one project's: its rate for the project's SSE stats
                 self.metrics.count_project_ingest(events[0].project, len(result.outcomes))
+        result.dropped = dropped
         return result
 
     async def _commit_and_process(
@@ -302,6 +331,12 @@ class IngestPipeline:
                 attrs = Attrs(session_id, heard_by, None, item.event_type)
                 messages.append((KIND_TRIGGER, attrs, automation_records.notification(item, session_id, user_id), item.seq))
         await self.fanout.publish(project, messages)
+
+
+def _merged(first: list[Dropped | None], then: list[Dropped | None]) -> list[Dropped | None]:
+    """One entry per event from two stages: ``then`` has an entry per event ``first`` let through."""
+    later = iter(then)
+    return [why if why is not None else next(later) for why in first]
 
 
 def _groups(events: list[Event]) -> Groups:

@@ -34,6 +34,7 @@ from actors.insights.tracker import JourneyLog, JourneyTracker
 from actors.payload import PAGE_VIEW_NAMES, PayloadInfo, extract
 from actors.projection import ApplyEvents, GetView, ProjectionActor
 from actors.runtime import ActorKey, ActorStore
+from protocol.privacy import FLAG_NO_MARKETING, FLAG_NO_PERSONALIZATION
 from protocol.record import Event
 
 __all__ = ["ApplyEvents", "GetView", "PageVisit", "SessionActor", "SessionSummary", "SessionView", "PAGES_KEPT", "KIND"]
@@ -173,16 +174,21 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             user_id = event.user_id
             name = event.name.lower()
             page_view = name in PAGE_VIEW_NAMES
-            tracker.add(JourneyEvent(ts, seq, name, url, scroll, page_view))
-            journey = journeys.journey  # the fold may have started a new one
-            if user_id and journey.user_id != user_id:
-                journey.user_id = user_id
-            if device_type and journey.device_type != device_type:
-                journey.device_type = device_type
-            if info.persona and journey.persona != info.persona:
-                journey.persona = info.persona
-            if steps is not None and index >= first_step:
-                steps[seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
+            flags = event.flags
+            # no personalization consent (actors/privacy/consent.py): the insights never see the
+            # event (the journey feeds engagement, intent, patterns and the models); it still
+            # counts in the session's live state below
+            if not flags & FLAG_NO_PERSONALIZATION:
+                tracker.add(JourneyEvent(ts, seq, name, url, scroll, page_view))
+                journey = journeys.journey  # the fold may have started a new one
+                if user_id and journey.user_id != user_id:
+                    journey.user_id = user_id
+                if device_type and journey.device_type != device_type:
+                    journey.device_type = device_type
+                if info.persona and journey.persona != info.persona:
+                    journey.persona = info.persona
+                if steps is not None and index >= first_step:
+                    steps[seq] = self.cache.step(self.project, self.ident, tracker.settle(), self.insights)
             if pages:
                 last = pages[-1]
                 if ts >= last.entered_at and ts - max(last.last_seen, last.entered_at) <= SESSION_GAP_MS and ts > last.last_seen:
@@ -207,7 +213,10 @@ class SessionActor(ProjectionActor[SessionState, SessionView]):
             if scroll is not None:
                 self._add_scroll(order, scroll)
             automation = self.automation
-            if automation is not None and (state.triggers or automation.index.has_project(self.project)):
+            # no marketing consent (or Sec-GPC): no trigger or workflow acts on the event
+            if automation is not None and not flags & FLAG_NO_MARKETING and (
+                state.triggers or automation.index.has_project(self.project)
+            ):
                 self._evaluate(automation, event, info)
 
     def _evaluate(self, automation: SessionTriggers, event: Event, info: PayloadInfo) -> None:

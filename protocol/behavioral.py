@@ -47,23 +47,23 @@ class TriggerResult(Struct, kw_only=True):
 
 
 class BehavioralIngestResponse(Struct, kw_only=True):
-    eventId: str
+    eventId: str | None  # null when the event was dropped (``dropped`` says why)
     processed: bool
     processingTime: float  # ms from receipt to stored and processed
     triggers: list[TriggerResult]
     duplicate: bool = False
     timestamp: int = 0  # the stored (skew-corrected) event time, unix ms
-    stored: bool | msgspec.UnsetType = msgspec.UNSET  # false when the pipeline dropped it on purpose
-    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET  # why (protocol/privacy.py)
+    # only when the event was accepted but not stored (consent, sampling: protocol/privacy.py)
+    stored: bool | msgspec.UnsetType = msgspec.UNSET
+    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET
 
 
 class BatchEventResult(Struct, kw_only=True):
     index: int
-    eventId: str
+    eventId: str | None  # null when dropped
     status: str  # "stored" | "duplicate" | "dropped"
     processed: bool = True  # false: stored, but the live actors could not take it in time
-    stored: bool | msgspec.UnsetType = msgspec.UNSET  # false when the pipeline dropped it on purpose
-    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET  # why (protocol/privacy.py)
+    dropped: Dropped | msgspec.UnsetType = msgspec.UNSET  # why a "dropped" event was not stored
 
 
 class BehavioralBatchResponse(Struct, kw_only=True):
@@ -75,6 +75,7 @@ class BehavioralBatchResponse(Struct, kw_only=True):
     processingTime: float
     triggers: list[TriggerResult]
     batchId: str | msgspec.UnsetType | None = msgspec.UNSET  # the client's; omitted (never null) without one
+    dropped: int | msgspec.UnsetType = msgspec.UNSET  # events accepted but not stored; omitted when none
 
     def __post_init__(self) -> None:
         if self.batchId is None:

@@ -27,6 +27,9 @@ FLAG_NO_ADVERTISING: Final = 16
 FLAG_GPC: Final = 32  # the request carried Sec-GPC: 1 (implies no marketing and no advertising)
 FLAG_ANONYMIZED_LOW: Final = 64
 FLAG_ANONYMIZED_HIGH: Final = 128
+# The request stated the event's consent itself (privacy-compliant ingest's ``consentLevel``, already
+# stamped as flags): the consent stage applies only GPC to it, not the user's record or the default.
+FLAG_CONSENT_STATED: Final = 256
 
 # Drop reasons (the ``reason`` of Dropped, and the metrics' drop counter names)
 DROP_CONSENT: Final = "consent"

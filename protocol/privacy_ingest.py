@@ -37,6 +37,7 @@ from protocol.privacy import (
     DROP_CONSENT,
     FLAG_ANONYMIZED_HIGH,
     FLAG_ANONYMIZED_LOW,
+    FLAG_CONSENT_STATED,
     FLAG_NO_ADVERTISING,
     FLAG_NO_MARKETING,
     FLAG_NO_PERSONALIZATION,
@@ -294,7 +295,7 @@ def stored_event(
         },
         "context": context(ip, user_agent, level),
     }  # fmt: skip
-    flags |= consent_flags(checked.consent_level, checked.sharing)
+    flags |= consent_flags(checked.consent_level, checked.sharing) | FLAG_CONSENT_STATED
     flags |= FLAG_ANONYMIZED_LOW if level == "low" else FLAG_ANONYMIZED_HIGH if level == "high" else 0
     expires_at = received_at + checked.retention_days * DAY_MS if checked.retention_days is not None else None
     return Event(
@@ -307,7 +308,7 @@ def stored_event(
 class PrivacyIngestResponse(msgspec.Struct, kw_only=True):
     """The answer: /api/v1/behavioral/events' fields, then what the privacy settings did."""
 
-    eventId: str
+    eventId: str | None  # null when the event was dropped (``dropped`` says why)
     processed: bool
     processingTime: float
     triggers: list[TriggerResult]

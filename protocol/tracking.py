@@ -11,6 +11,8 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from protocol.privacy import Dropped
+
 MAX_NAME: Final = 200  # event names, ids, service names
 MAX_TEXT: Final = 4096  # user agents, referrers
 
@@ -86,20 +88,24 @@ class EventResult(Struct, kw_only=True):
     """What happened to one accepted event of a batch: ``stored`` or ``duplicate`` of ``eventId``."""
 
     index: int
-    eventId: str
-    status: str
+    eventId: str | None  # null when dropped
+    status: str  # "stored" | "duplicate" | "dropped"
     processed: bool = True  # false: stored, but the live actors could not take it in time
+    dropped: Dropped | UnsetType = UNSET  # why a "dropped" event was not stored (protocol/privacy.py)
 
 
 class TrackEventResponse(Struct, kw_only=True):
     success: bool
     message: str
     suggestions: list[AISuggestion]
-    eventId: str
+    eventId: str | None  # null when the event was dropped (``dropped`` says why)
     timestamp: str  # ISO 8601 of the stored (skew-corrected) event time
     duplicate: bool = False
     processingTime: float = 0.0  # ms spent storing and processing
     processed: bool = True  # false: stored, but the live actors could not take it in time
+    # only when the event was accepted but not stored (consent, sampling: protocol/privacy.py)
+    stored: bool | UnsetType = UNSET
+    dropped: Dropped | UnsetType = UNSET
 
 
 class BatchTrackEventResponse(Struct, kw_only=True):
@@ -116,6 +122,7 @@ class BatchTrackEventResponse(Struct, kw_only=True):
     rejected: list[RejectedEvent] = []
     processingTime: float = 0.0
     processed: bool = True  # false: stored, but the live actors could not take them all in time
+    droppedCount: int | UnsetType = UNSET  # events accepted but not stored; omitted when none
 
     def __post_init__(self) -> None:
         if self.batchId is None:

@@ -16,6 +16,7 @@ from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.consent import ConsentBook
 from actors.privacy.sampling import AdaptiveSampler
 from actors.runtime import ActorSystem
 from server.auth import Access, authenticate, key_from
@@ -47,6 +48,8 @@ class Pulse:
     webhooks: WebhookService  # signed webhook deliveries: webhooks.notify(project, kind, data, dedup_key)
     triggers: TriggerIndex  # every project's triggers as the session actors evaluate them (actors/automation/)
     policies: PolicyBook  # every project's privacy and traffic policy, in memory (server/privacy/policies.py)
+    # every user's consent, in memory, and the pipeline's consent stage (actors/privacy/consent.py)
+    consent: ConsentBook | None = None
     # automation workflows: their rules (workflows.rules) and durable delayed actions (server/workflow_scheduler.py)
     workflows: WorkflowScheduler | None = None
     started_at: float = field(default_factory=time.time)

@@ -6,9 +6,12 @@ POST /api/v1/behavioral/events/privacy-compliant                      (seed 000,
 POST /v1/batch, /v1/track, ... (Segment), /batch/, /e/, ... (PostHog)  (server/compat/, docs/compat.md)
 
 Every one is rate limited per project (server/privacy/ingest_gate.py) before its body is read;
-the seed 000 routes sample low-value events under overload when the project asks for it.
+the pipeline's consent and sampling stages (actors/pipeline.py) apply to every one alike.
 
-Each answers only after the events are committed and processed (see actors/pipeline.py). A
+Each answers only after the events are committed and processed (see actors/pipeline.py). An event
+accepted but not stored on purpose (consent, sampling: protocol/privacy.py) is answered 2xx with
+``stored: false`` and ``dropped`` (batches: ``status: "dropped"`` and a count); ``event_rows`` is
+where every answer learns what happened to each event. A
 handler takes a ``HotRequest`` (the ASGI ``server.http.Request``, or the native edge's request in
 server/edge/native.py) and returns the 200 answer's JSON; a refusal is raised (InvalidInput,
 AuthError, Overloaded, StoreError) and turned into its 4xx/503 by ``error_answer``.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import msgspec
@@ -39,7 +42,8 @@ from protocol.normalize import (
     decode_track_batch,
     iso_ms,
 )
-from protocol.record import Event
+from protocol.privacy import Dropped
+from protocol.record import AppendOutcome, Event
 from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
 from server.auth import AuthError, authenticate, key_from
 from server.compat import compat_route
@@ -50,10 +54,10 @@ from server.privacy import compliant_route
 from server.privacy.ingest_gate import (
     RateLimited,
     admitted,
+    has_gpc,
     limit,
     rate_limited_body,
     retry_after_header,
-    sample,
 )
 from storage.base import StoreError
 
@@ -100,8 +104,14 @@ async def track_one(pulse: Pulse, req: HotRequest, event_name: str, started: flo
         received_at=now_ms(),
         msgpack=msgpack,
     )
-    result = await pulse.pipeline.ingest([event], started=started)
-    outcome = result.outcomes[0]
+    result = await pulse.pipeline.ingest([event], started=started, gpc=has_gpc(req))
+    _, outcome, why = event_rows(range(1), result)[0]
+    if outcome is None:
+        return encode_json(TrackEventResponse(
+            success=True, message=f"Event not stored ({why.reason if why else 'dropped'})", suggestions=[],
+            eventId=None, timestamp=iso_ms(event.timestamp), processingTime=round(result.elapsed_ms, 3),
+            processed=result.processed, stored=False, dropped=why or msgspec.UNSET,
+        ))  # fmt: skip
     answer = TrackEventResponse(
         success=True,
         message="Event already tracked (duplicate id)" if outcome.duplicate else "Event tracked successfully",
@@ -115,22 +125,59 @@ async def track_one(pulse: Pulse, req: HotRequest, event_name: str, started: flo
     return encode_json(answer)
 
 
-def _batch_results(decoded: Decoded, result: IngestResult) -> tuple[list[tuple[int, str, bool]], int]:
-    rows = [
-        (index, outcome.id, outcome.duplicate)
-        for (index, _), outcome in zip(decoded.accepted, result.outcomes, strict=True)
+EventRow = tuple[int, AppendOutcome | None, Dropped | None]  # index in the request, outcome, why not stored
+
+
+def event_rows(indices: Iterable[int], result: IngestResult, dropped: list[Dropped | None] | None = None) -> list[EventRow]:
+    """What happened to each accepted event, in request order: (its index, its outcome, None), or
+    (its index, None, why) when it was accepted but not stored. ``dropped`` (one entry per accepted
+    event; default: the pipeline's ``result.dropped``) says which were not stored; ``result.outcomes``
+    has the others, in order."""
+    why_not = dropped if dropped is not None else result.dropped
+    if why_not is None:
+        return [(index, outcome, None) for index, outcome in zip(indices, result.outcomes, strict=True)]
+    stored = iter(result.outcomes)
+    return [
+        (index, None, why) if why is not None else (index, next(stored), None)
+        for index, why in zip(indices, why_not, strict=True)
     ]
-    return rows, sum(1 for row in rows if row[2])
 
 
-async def _ingest_batch(pulse: Pulse, decoded: Decoded, started: float) -> IngestResult:
+class BatchCounts:
+    """The counts of a batch's answer, from its rows."""
+
+    __slots__ = ("stored", "duplicates", "dropped")
+
+    def __init__(self, rows: list[EventRow]) -> None:
+        self.stored = self.duplicates = self.dropped = 0
+        for _, outcome, _why in rows:
+            if outcome is None:
+                self.dropped += 1
+            elif outcome.duplicate:
+                self.duplicates += 1
+            else:
+                self.stored += 1
+
+    def dropped_or_unset(self) -> int | msgspec.UnsetType:
+        return self.dropped or msgspec.UNSET
+
+
+def _status(outcome: AppendOutcome | None) -> str:
+    return "dropped" if outcome is None else "duplicate" if outcome.duplicate else "stored"
+
+
+def _indices(decoded: Decoded) -> list[int]:
+    return [index for index, _ in decoded.accepted]
+
+
+async def _ingest_batch(pulse: Pulse, decoded: Decoded, started: float, *, gpc: bool = False) -> IngestResult:
     if not decoded.accepted:
         first = decoded.rejected[0] if decoded.rejected else None
         if first is None:
             raise InvalidInput("$.events", "batch has no events")
         raise InvalidInput(first.field, f"no event in the batch was valid; first: {first.reason}")
     events: list[Event] = [event for _, event in decoded.accepted]
-    return await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
+    return await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected), gpc=gpc)
 
 
 async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
@@ -139,24 +186,27 @@ async def track_batch(pulse: Pulse, req: HotRequest, started: float) -> bytes:
     decoded = decode_track_batch(
         access.project.id, body, user_id=req.headers.get("x-user-id") or None, received_at=now_ms(), msgpack=msgpack
     )
-    result = await _ingest_batch(pulse, decoded, started)
-    rows, duplicates = _batch_results(decoded, result)
+    result = await _ingest_batch(pulse, decoded, started, gpc=has_gpc(req))
+    rows = event_rows(_indices(decoded), result)
+    counts = BatchCounts(rows)
     answer = BatchTrackEventResponse(
         success=not decoded.rejected,
-        processedCount=len(rows),
+        processedCount=counts.stored + counts.duplicates,
         suggestions=_suggestions_for_batch(pulse, decoded),
         batchId=decoded.batch_id,
         timestamp=iso_ms(now_ms()),
-        storedCount=len(rows) - duplicates,
-        duplicateCount=duplicates,
+        storedCount=counts.stored,
+        duplicateCount=counts.duplicates,
         rejectedCount=len(decoded.rejected),
         results=[
-            EventResult(index=i, eventId=eid, status="duplicate" if dup else "stored", processed=result.processed)
-            for i, eid, dup in rows
+            EventResult(index=i, eventId=outcome.id if outcome else None, status=_status(outcome),
+                        processed=result.processed, dropped=why or msgspec.UNSET)
+            for i, outcome, why in rows
         ],
         rejected=decoded.rejected,
         processingTime=round(result.elapsed_ms, 3),
         processed=result.processed,
+        droppedCount=counts.dropped_or_unset(),
     )
     return encode_json(answer)
 
@@ -175,14 +225,13 @@ async def behavioral_one(pulse: Pulse, req: HotRequest, started: float) -> bytes
     access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     event = decode_behavioral(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
-    sampled = sample(pulse, [event])
-    if sampled is not None:  # dropped by adaptive sampling: answered, not stored
+    result = await pulse.pipeline.ingest([event], started=started, gpc=has_gpc(req))
+    _, outcome, why = event_rows(range(1), result)[0]
+    if outcome is None:
         return encode_json(BehavioralIngestResponse(
-            eventId=event.id, processed=False, processingTime=round((time.perf_counter() - started) * 1000, 3),
-            triggers=[], timestamp=event.timestamp, stored=False, dropped=sampled[0] or msgspec.UNSET,
+            eventId=None, processed=result.processed, processingTime=round(result.elapsed_ms, 3), triggers=[],
+            timestamp=event.timestamp, stored=False, dropped=why or msgspec.UNSET,
         ))  # fmt: skip
-    result = await pulse.pipeline.ingest([event], started=started)
-    outcome = result.outcomes[0]
     answer = BehavioralIngestResponse(
         eventId=outcome.id,
         processed=result.processed,
@@ -198,29 +247,23 @@ async def behavioral_batch(pulse: Pulse, req: HotRequest, started: float) -> byt
     access = await admitted(pulse, req)
     msgpack, body = await _body(req)
     decoded = decode_behavioral_batch(access.project.id, body, received_at=now_ms(), msgpack=msgpack)
-    sampled = sample(pulse, [event for _, event in decoded.accepted])
-    dropped: list[BatchEventResult] = []
-    if sampled is not None:  # adaptive sampling: the dropped events are answered, not stored
-        dropped = [BatchEventResult(index=index, eventId=event.id, status="dropped", processed=False, stored=False,
-                                    dropped=decision)
-                   for (index, event), decision in zip(decoded.accepted, sampled, strict=True) if decision is not None]
-        decoded.accepted = [item for item, decision in zip(decoded.accepted, sampled, strict=True) if decision is None]
-    result = await _ingest_batch(pulse, decoded, started) if decoded.accepted or not dropped else None
-    rows, duplicates = _batch_results(decoded, result) if result is not None else ([], 0)
-    results = [
-        BatchEventResult(index=i, eventId=eid, status="duplicate" if dup else "stored",
-                         processed=result.processed if result is not None else False)
-        for i, eid, dup in rows
-    ]
+    result = await _ingest_batch(pulse, decoded, started, gpc=has_gpc(req))
+    rows = event_rows(_indices(decoded), result)
+    counts = BatchCounts(rows)
     answer = BehavioralBatchResponse(
-        processed=len(rows),
-        stored=len(rows) - duplicates,
-        duplicates=duplicates,
+        processed=counts.stored + counts.duplicates,
+        stored=counts.stored,
+        duplicates=counts.duplicates,
         rejected=decoded.rejected,
-        results=sorted([*results, *dropped], key=lambda row: row.index) if dropped else results,
-        processingTime=round(result.elapsed_ms if result is not None else (time.perf_counter() - started) * 1000, 3),
-        triggers=fired_triggers(result) if result is not None else [],
+        results=[
+            BatchEventResult(index=i, eventId=outcome.id if outcome else None, status=_status(outcome),
+                             processed=result.processed, dropped=why or msgspec.UNSET)
+            for i, outcome, why in rows
+        ],
+        processingTime=round(result.elapsed_ms, 3),
+        triggers=fired_triggers(result),
         batchId=decoded.batch_id,
+        dropped=counts.dropped_or_unset(),
     )
     return encode_json(answer)
 

@@ -31,6 +31,7 @@ from actors.identity.directory import IdentityDirectory
 from actors.insights.service import InsightService
 from actors.metrics import Metrics
 from actors.pipeline import IngestPipeline
+from actors.privacy.consent import ConsentBook
 from actors.privacy.sampling import AdaptiveSampler
 from actors.runtime import ActorSystem
 from actors.session import SessionActor, SessionSummary, SessionView
@@ -42,6 +43,7 @@ from server.cors import Cors
 from server.edge import server as pulse_edge
 from server.edge import stock as stock_edge
 from server.edge.websocket import use_pulse_websockets
+from server.privacy.ingest_gate import sample as sample_events
 from server.privacy.policies import PolicyBook
 from server.settings import Settings
 from server.suggestions import SuggestionCache
@@ -184,6 +186,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             await services.start(bus.run)  # started even when Redis is down: it reconnects by itself
         policies = PolicyBook(store)  # consent default, rate limits, sampling, retention (docs/privacy.md)
         await services.start(policies.run)  # loaded now, then reloaded: other nodes' changes
+        # every user's consent (actors/privacy/consent.py): loaded now, then the other nodes' changes
+        consent = ConsentBook(store, lambda project: policies.get(project).consent_default)
+        await services.start(consent.run)
         insights = InsightService(store)
         triggers = TriggerIndex()  # every project's triggers, for the session actors (actors/automation/)
         if bus is not None:  # approval limits are split between the live nodes (actors/automation/approval.py)
@@ -211,6 +216,7 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         pipeline.start_from(await store.max_seq())
         identity = IdentityDirectory(store, pipeline.linked_users)  # linked sessions reach their user's streams
         await services.start(identity.run)  # loaded now, then reloaded every second: other nodes' links
+        pipeline.consent = consent  # the consent stage, before the commit
         webhooks = WebhookService(store, node_id)  # durable signed deliveries (server/webhooks/)
         await services.start(webhooks.run)
         pipeline.after_commit = webhooks.events_committed  # deliveries for the event types webhooks chose
@@ -236,10 +242,12 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             policies=policies,
             workflows=workflows,
             identity=identity,
+            consent=consent,
         )
         pulse.sampler = AdaptiveSampler(latency_ms=settings.sampling_latency_ms)
         if bus is not None:  # each node refills its buckets at rate / live nodes (server/privacy/rate_limit.py)
             pulse.limits.nodes = lambda: len(bus.live_nodes()) or 1
+        pipeline.sample = partial(sample_events, pulse)  # adaptive sampling, a project option
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
         app = PulseApp(pulse)

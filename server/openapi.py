@@ -23,6 +23,7 @@ from actors.session import SessionView
 from actors.user import UserView
 from protocol import anomaly, behavioral, privacy_ingest, tracking
 from protocol.normalize import MAX_BATCH, MAX_TIME_MS
+from protocol.privacy import CATEGORIES
 from protocol.tracking import MAX_NAME, MAX_TEXT
 from server import (
     approval_routes,
@@ -36,9 +37,11 @@ from server.compat import posthog, segment
 from server.compat.intake import PostHogAnswer, SegmentAnswer
 from server.event_listing import MAX_LIMIT as LISTING_MAX
 from server.export import FORMATS
+from server.privacy import consent_routes
 from server.suggestions import MAX_LIMIT as SUGGESTIONS_MAX
 from server.webhooks import routes as webhook_routes
 from storage.base import MAX_PAGE
+from storage.consent_records import STATUSES as CONSENT_STATUSES
 from storage.webhook_records import DEAD, STATUSES
 from storage.workflow_records import ACTION_STATUSES
 
@@ -1132,6 +1135,55 @@ def _approval_paths() -> dict[str, Schema]:
     }
 
 
+def _consent_paths() -> dict[str, Schema]:
+    """POST/GET /api/v1/behavioral/consent (server/privacy/consent_routes.py, docs/privacy.md)."""
+    base = consent_routes.BASE
+    text = _nullable(_text(consent_routes.MAX_TEXT, min_length=1, no_nul=True))
+    granular = {
+        "type": "object", "additionalProperties": False,
+        "properties": {name: BOOL for name in CATEGORIES},
+        "description": "with consentStatus granted: the categories set true are granted, the others not; "
+                       "denied or withdrawn grant nothing whatever this says",
+    }
+    body = {
+        "type": "object", "required": ["userId", "consentStatus"], "additionalProperties": False,
+        "properties": {
+            "userId": _text(consent_routes.MAX_ID, min_length=1, no_nul=True),
+            "consentStatus": {"enum": list(CONSENT_STATUSES)},
+            "consentType": text,
+            "consentSource": text,
+            "consentDate": _nullable({**TIME_STRING, "description": "ISO 8601; default: when it is received"}),
+            "granularConsent": _nullable(granular),
+        },
+    }
+    effective = _obj(*CATEGORIES, **{name: BOOL for name in CATEGORIES})
+    effective["additionalProperties"] = False
+    answer = _obj("consentId", "userId", "consentStatus", "granularConsent", "consentDate", "recordedAt",
+                  consentId=STR, userId=STR, consentStatus={"enum": list(CONSENT_STATUSES)}, granularConsent=effective,
+                  consentDate=STR, recordedAt=STR)
+    change = _obj("consentId", "consentStatus", "granularConsent", "consentType", "consentSource", "consentDate",
+                  "recordedAt", consentId=STR, consentStatus={"enum": list(CONSENT_STATUSES)}, granularConsent=effective,
+                  consentType=_nullable(STR), consentSource=_nullable(STR), consentDate=STR, recordedAt=STR)
+    view = _obj("userId", "source", "consentStatus", "granularConsent", "consentId", "consentType", "consentSource",
+                "consentDate", "recordedAt", "auditTrail", userId=STR, source={"enum": ["record", "project_default"]},
+                consentStatus={"enum": list(CONSENT_STATUSES)}, granularConsent=effective, consentId=_nullable(STR),
+                consentType=_nullable(STR), consentSource=_nullable(STR), consentDate=_nullable(STR),
+                recordedAt=_nullable(STR), auditTrail={"type": "array", "items": change})
+    return {
+        base: {"post": _op(
+            "Record a user's consent (seed 000); any key of the project. It gates that user's events at once",
+            _json(answer, "recorded"), status=201, errors=(400, 401, 413, 503), body=_json_body(body),
+        )},
+        f"{base}/{{userId}}": {"get": _op(
+            "A user's effective consent (its newest record, or the project default) and its audit trail, newest first",
+            _json(view), errors=READ,
+            params=[_path("userId", {"type": "string", "minLength": 1, "maxLength": consent_routes.MAX_ID}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": consent_routes.MAX_TRAIL,
+                                     "default": consent_routes.DEFAULT_TRAIL})],
+        )},
+    }
+
+
 def _integration_paths() -> dict[str, Schema]:
     base = "/api/v1/behavioral/integration"
     health = {"enum": ["healthy", "degraded", "unhealthy"]}
@@ -1403,7 +1455,8 @@ def document() -> bytes:
     })
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
              **_operations_paths(), **_trigger_paths(), **_webhook_paths(),
-             **_workflow_paths(), **_approval_paths(), **_integration_paths(), **_identity_paths()}
+             **_workflow_paths(), **_approval_paths(), **_integration_paths(), **_identity_paths(),
+             **_consent_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {

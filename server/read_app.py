@@ -32,6 +32,7 @@ from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
 from server.openapi import DOCS_HTML, document
+from server.privacy import consent_routes
 from server.prometheus import exposition, registry_for
 from server.webhooks import routes as webhook_routes
 from storage.base import StoreError
@@ -158,6 +159,7 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     webhook_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/webhooks (docs/automation.md)
     trigger_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/triggers (docs/automation.md)
     approval_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/hitl (docs/automation.md)
+    consent_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/consent (docs/privacy.md)
     integration_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/integration (docs/automation.md)
     workflow_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/automation/workflows
     identity_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/cross-device

@@ -24,30 +24,36 @@ from protocol.normalize import (
     decode_track_batch,
     tracking_event,
 )
+from protocol.privacy import Dropped
+from protocol.record import AppendOutcome
 from protocol.stream import Ack, BatchAck, ErrorMessage
 from protocol.tracking import AIEventPayload
 from server.context import Pulse
-from server.ingest_routes import fired_triggers, now_ms
+from server.ingest_routes import BatchCounts, event_rows, fired_triggers, now_ms
 from storage.base import StoreError
 
 
-async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None, started: float) -> Any:
+def _row(index: int, outcome: AppendOutcome | None, why: Dropped | None, processed: bool) -> dict[str, Any]:
+    if outcome is None:  # accepted, not stored (consent: actors/privacy/consent.py)
+        return {"index": index, "eventId": None, "status": "dropped", "processed": processed, "dropped": why}
+    return {"index": index, "eventId": outcome.id, "status": "duplicate" if outcome.duplicate else "stored",
+            "processed": processed}
+
+
+async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None, started: float,
+                         gpc: bool = False) -> Any:
     if not decoded.accepted:
         return BatchAck(requestId=request_id, rejected=decoded.rejected)
     events = [event for _, event in decoded.accepted]
-    result = await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
-    rows = [
-        {"index": index, "eventId": outcome.id, "status": "duplicate" if outcome.duplicate else "stored",
-         "processed": result.processed}
-        for (index, _), outcome in zip(decoded.accepted, result.outcomes, strict=True)
-    ]
-    duplicates = sum(1 for o in result.outcomes if o.duplicate)
+    result = await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected), gpc=gpc)
+    rows = event_rows([index for index, _ in decoded.accepted], result)
+    counts = BatchCounts(rows)
     return BatchAck(
         requestId=request_id,
-        processed=len(rows),
-        stored=len(rows) - duplicates,
-        duplicates=duplicates,
-        results=rows,
+        processed=counts.stored + counts.duplicates,
+        stored=counts.stored,
+        duplicates=counts.duplicates,
+        results=[_row(index, outcome, why, result.processed) for index, outcome, why in rows],
         rejected=decoded.rejected,
         processingTime=round(result.elapsed_ms, 3),
         triggers=fired_triggers(result),
@@ -55,7 +61,7 @@ async def ingest_decoded(pulse: Pulse, decoded: Decoded, request_id: str | None,
 
 
 async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool, name: str | None,
-                     user_id: str | None, request_id: str | None, msgpack: bool) -> Any:
+                     user_id: str | None, request_id: str | None, msgpack: bool, gpc: bool = False) -> Any:
     started = time.perf_counter()
     try:
         if behavioral:
@@ -67,10 +73,14 @@ async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool
             payload = decode_as(AIEventPayload, body, msgpack=msgpack, root="$.payload")
             event = tracking_event(project, name or "", as_json(body, msgpack=msgpack), payload, user_id=user_id,
                                    received_at=now_ms())
-        result = await pulse.pipeline.ingest([event], started=started)
+        result = await pulse.pipeline.ingest([event], started=started, gpc=gpc)
     except (InvalidInput, Overloaded, StoreError) as err:
         return error_message(err, request_id)
-    outcome = result.outcomes[0]
+    _, outcome, why = event_rows(range(1), result)[0]
+    if outcome is None:  # the ack's fields, and why the event was not stored
+        return {"type": "ack", "requestId": request_id, "eventId": None, "processed": result.processed,
+                "duplicate": False, "processingTime": round(result.elapsed_ms, 3), "triggers": [],
+                "stored": False, "dropped": why}
     return Ack(
         requestId=request_id,
         eventId=outcome.id,
@@ -83,7 +93,8 @@ async def ingest_one(pulse: Pulse, project: str, raw: bytes, *, behavioral: bool
 
 async def ingest_batch(pulse: Pulse, project: str, items: list[msgspec.Raw], *, behavioral: bool,
                        user_id: str | None, request_id: str | None, msgpack: bool,
-                       batch_body: bytes | None = None, sent_at: float | str | None = None) -> Any:
+                       batch_body: bytes | None = None, sent_at: float | str | None = None,
+                       gpc: bool = False) -> Any:
     started = time.perf_counter()
     try:
         if behavioral:
@@ -92,7 +103,7 @@ async def ingest_batch(pulse: Pulse, project: str, items: list[msgspec.Raw], *, 
             decoded = Decoded(None, accepted, rejected)
         else:
             decoded = decode_track_batch(project, batch_body or b"{}", user_id=user_id, received_at=now_ms(), msgpack=msgpack)
-        return await ingest_decoded(pulse, decoded, request_id, started)
+        return await ingest_decoded(pulse, decoded, request_id, started, gpc)
     except (InvalidInput, Overloaded, StoreError) as err:
         return error_message(err, request_id)
 

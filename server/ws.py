@@ -101,10 +101,10 @@ class Socket:
     """State of one accepted WebSocket connection."""
 
     __slots__ = ("pulse", "access", "sub", "send", "inbox", "behavioral", "batch", "in_flight", "pending",
-                 "_connection_id")
+                 "_connection_id", "gpc")
 
     def __init__(self, pulse: Pulse, access: Access, sub: Subscriber, send: Send, inbox: WebSocketInbox,
-                 behavioral: bool, batch: bool = False) -> None:
+                 behavioral: bool, batch: bool = False, gpc: bool = False) -> None:
         self.pulse = pulse
         self.access = access
         self.sub = sub
@@ -115,6 +115,7 @@ class Socket:
         self.in_flight = 0  # ingests awaiting their ack
         self.pending: _Decoded | None = None  # an ingest read before the socket had a nursery for it
         self._connection_id: str | None = None
+        self.gpc = gpc  # the handshake carried Sec-GPC: 1: every event sent on the socket is stamped
 
     @property
     def connection_id(self) -> str:
@@ -183,8 +184,10 @@ async def _endpoint(pulse: Pulse, scope: Scope, inbox: WebSocketInbox, receive: 
     if message["type"] != "websocket.connect":
         return
     query = _query(scope)
+    headers = _headers(scope)
+    gpc = headers.get("sec-gpc") == "1"  # Global Privacy Control (actors/privacy/consent.py)
     try:
-        access = await authenticate(pulse.store, key_from(_headers(scope), query), open_access=pulse.settings.open_access)
+        access = await authenticate(pulse.store, key_from(headers, query), open_access=pulse.settings.open_access)
     except AuthError as err:
         await _refuse(send, err.status, err.reason)
         return
@@ -209,7 +212,7 @@ async def _endpoint(pulse: Pulse, scope: Scope, inbox: WebSocketInbox, receive: 
     kinds = [] if behavioral else [KIND_EVENT]
     sub = Subscriber(access.project.id, kinds, msgpack=msgpack)
     sub.wakeup = inbox.wake  # a queued frame wakes this connection's one task
-    socket = Socket(pulse, access, sub, send, inbox, behavioral, batch)
+    socket = Socket(pulse, access, sub, send, inbox, behavioral, batch, gpc)
     await send({"type": "websocket.accept", "subprotocol": chosen})
     # Nothing in the scope is needed after the handshake (access logging is off; hypercorn reads
     # it only before accepting), but it would hold the handshake's headers, path, query string and
@@ -219,7 +222,7 @@ async def _endpoint(pulse: Pulse, scope: Scope, inbox: WebSocketInbox, receive: 
     pulse.hub.subscribe(sub)
     code = CLOSE_NORMAL
     scoped = Connection(sessionId=query.get("sessionId"), userId=query.get("userId"))
-    del query, offered, message  # not kept in this long-lived frame
+    del query, offered, message, headers  # not kept in this long-lived frame
     try:
         if behavioral and (scoped.sessionId or scoped.userId):
             _connect(socket, scoped)
@@ -353,16 +356,16 @@ async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: s
     try:
         if isinstance(msg, SendEvent):
             answer = await ingest_one(socket.pulse, project, bytes(msg.event), behavioral=True, name=None,
-                                      user_id=None, request_id=msg.requestId, msgpack=binary)
+                                      user_id=None, request_id=msg.requestId, msgpack=binary, gpc=socket.gpc)
         elif isinstance(msg, SendBatch):
             answer = await ingest_batch(socket.pulse, project, msg.events, behavioral=True, user_id=None,
-                                        request_id=msg.requestId, msgpack=binary, sent_at=msg.sentAt)
+                                        request_id=msg.requestId, msgpack=binary, sent_at=msg.sentAt, gpc=socket.gpc)
         elif isinstance(msg, Track):
             answer = await ingest_one(socket.pulse, project, bytes(msg.payload), behavioral=False, name=msg.eventName,
-                                      user_id=None, request_id=msg.requestId, msgpack=binary)
+                                      user_id=None, request_id=msg.requestId, msgpack=binary, gpc=socket.gpc)
         else:
             answer = await ingest_batch(socket.pulse, project, msg.events, behavioral=False, user_id=None,
-                                        request_id=msg.requestId, msgpack=binary, batch_body=raw)
+                                        request_id=msg.requestId, msgpack=binary, batch_body=raw, gpc=socket.gpc)
     except Exception:
         # a bug of ours must cost this one message, not the connection and its other messages
         log.exception("ingest over websocket failed")

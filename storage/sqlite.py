@@ -56,6 +56,7 @@ from storage.base import (
 )
 from storage.history_reads import HistoryReads
 from storage.sqlite_approvals import SqliteApprovalMethods
+from storage.sqlite_consent import SqliteConsentMethods
 from storage.sqlite_identity import SqliteIdentityMethods
 from storage.sqlite_policies import SqlitePolicyMethods
 from storage.sqlite_triggers import SqliteTriggerMethods
@@ -162,7 +163,7 @@ def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
 
 
 class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, SqliteWorkflowMethods, SqliteApprovalMethods,
-                  SqlitePolicyMethods, SqliteIdentityMethods, WriteQueueFront):
+                  SqlitePolicyMethods, SqliteIdentityMethods, SqliteConsentMethods, WriteQueueFront):
     """The Store on an embedded SQLite database in ``data_dir``.
 
     ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,

@@ -42,6 +42,7 @@ class SegmentAnswer(msgspec.Struct, kw_only=True):
     rejectedCount: int
     rejected: list[RejectedEvent]
     processed: bool  # false: stored, but the live actors could not take them all in time
+    droppedCount: int | msgspec.UnsetType = msgspec.UNSET  # accepted, not stored (consent...); omitted when none
 
 
 class PostHogAnswer(msgspec.Struct, kw_only=True):
@@ -53,6 +54,7 @@ class PostHogAnswer(msgspec.Struct, kw_only=True):
     rejectedCount: int
     rejected: list[RejectedEvent]
     processed: bool
+    droppedCount: int | msgspec.UnsetType = msgspec.UNSET  # accepted, not stored (consent...); omitted when none
 
 
 def now_ms() -> int:
@@ -79,20 +81,25 @@ async def project_access(pulse: Pulse, key: str | None, how: str) -> Access:
     return await authenticate(pulse.store, key, open_access=open_access)
 
 
-async def store(pulse: Pulse, decoded: Decoded, started: float) -> IngestResult:
+async def store(pulse: Pulse, decoded: Decoded, started: float, *, gpc: bool = False) -> IngestResult:
     """Make the accepted events durable; 400 when there are none (naming the first rejection)."""
     if not decoded.accepted:
         first = decoded.rejected[0]
         reason = first.reason if len(decoded.rejected) == 1 else f"no event in the request was valid; first: {first.reason}"
         raise InvalidInput(first.field, reason)
     events = [event for _, event in decoded.accepted]
-    return await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected))
+    return await pulse.pipeline.ingest(events, started=started, rejected=len(decoded.rejected), gpc=gpc)
 
 
 def _counts(result: IngestResult) -> tuple[int, int]:
     """(stored now, already stored) of the accepted events."""
     duplicates = sum(1 for outcome in result.outcomes if outcome.duplicate)
     return len(result.outcomes) - duplicates, duplicates
+
+
+def _dropped(result: IngestResult) -> int | msgspec.UnsetType:
+    """How many accepted events were not stored (consent: actors/privacy/consent.py); UNSET when none."""
+    return sum(1 for why in result.dropped if why is not None) if result.dropped else msgspec.UNSET
 
 
 async def segment_intake(pulse: Pulse, req: HotRequest, started: float, call_type: str | None) -> bytes:
@@ -105,10 +112,11 @@ async def segment_intake(pulse: Pulse, req: HotRequest, started: float, call_typ
         access = await project_access(
             pulse, request.write_key, "send the write key as the HTTP Basic user or as writeKey in the body")
     decoded = segment.decode_events(request, access.project.id, now_ms())
-    result = await store(pulse, decoded, started)
+    result = await store(pulse, decoded, started, gpc=req.headers.get("sec-gpc") == "1")
     stored, duplicates = _counts(result)
     return encode_json(SegmentAnswer(storedCount=stored, duplicateCount=duplicates, rejectedCount=len(decoded.rejected),
-                                     rejected=decoded.rejected, processed=result.processed))
+                                     rejected=decoded.rejected, processed=result.processed,
+                                     droppedCount=_dropped(result)))
 
 
 async def posthog_intake(pulse: Pulse, req: HotRequest, started: float) -> bytes:
@@ -119,10 +127,11 @@ async def posthog_intake(pulse: Pulse, req: HotRequest, started: float) -> bytes
     access = await project_access(pulse, request.key or key_from(req.headers, req.query),
                                   "send the project key as api_key in the body (or token in each event)")
     decoded = posthog.decode_events(request, access.project.id, now_ms())
-    result = await store(pulse, decoded, started)
+    result = await store(pulse, decoded, started, gpc=req.headers.get("sec-gpc") == "1")
     stored, duplicates = _counts(result)
     return encode_json(PostHogAnswer(storedCount=stored, duplicateCount=duplicates, rejectedCount=len(decoded.rejected),
-                                     rejected=decoded.rejected, processed=result.processed))
+                                     rejected=decoded.rejected, processed=result.processed,
+                                     droppedCount=_dropped(result)))
 
 
 def segment_handler(call_type: str | None) -> CompatHandler:

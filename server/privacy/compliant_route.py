@@ -19,12 +19,11 @@ from actors.pipeline import IngestResult
 from protocol import privacy_ingest
 from protocol.behavioral import TriggerResult
 from protocol.normalize import as_json, iso_ms, new_event_id
-from protocol.privacy import DROP_CONSENT
 from protocol.privacy_ingest import PrivacyIngestResponse
 from server.context import Pulse
 from server.http import HotRequest, decode_body, encode_json, is_msgpack
 from server.privacy.client_ip import client_ip
-from server.privacy.ingest_gate import admitted, sample
+from server.privacy.ingest_gate import admitted, has_gpc
 
 PATH: Final = "/api/v1/behavioral/events/privacy-compliant"
 
@@ -59,18 +58,21 @@ async def privacy_compliant(pulse: Pulse, req: HotRequest, started: float, trigg
         expiresAt=iso_ms(event.expires_at) if event.expires_at is not None else None,
         anonymizedSessionId=event.session_id or "",
     )  # fmt: skip
-    dropped = checked.dropped
-    if dropped is None:
-        decisions = sample(pulse, [event])
-        dropped = decisions[0] if decisions else None
-    elif dropped.reason == DROP_CONSENT:
-        pulse.metrics.drops[f"consent_{dropped.category}"] += 1
+    dropped = checked.dropped  # the request's own consentLevel allows no analytics
     if dropped is not None:
+        pulse.metrics.drops[f"consent_{dropped.category}"] += 1
+        answer.eventId = None
         answer.stored = False
         answer.dropped = dropped
         answer.processingTime = round((time.perf_counter() - started) * 1000, 3)
         return encode_json(answer)
-    result = await pulse.pipeline.ingest([event], started=started)
+    result = await pulse.pipeline.ingest([event], started=started, gpc=has_gpc(req))
+    if result.dropped is not None and result.dropped[0] is not None:  # adaptive sampling
+        answer.eventId = None
+        answer.stored = False
+        answer.dropped = result.dropped[0]
+        answer.processingTime = round(result.elapsed_ms, 3)
+        return encode_json(answer)
     outcome = result.outcomes[0]
     answer.eventId = outcome.id
     answer.duplicate = outcome.duplicate

@@ -18,7 +18,7 @@ from server.http import HotRequest
 from server.privacy.client_ip import client_ip
 from server.privacy.rate_limit import RateLimited
 
-__all__ = ["RateLimited", "admitted", "limit", "sample"]
+__all__ = ["RateLimited", "admitted", "has_gpc", "limit", "sample"]
 
 
 def limit(pulse: Pulse, req: HotRequest, access: Access, api_key: str | None) -> None:
@@ -33,6 +33,11 @@ def limit(pulse: Pulse, req: HotRequest, access: Access, api_key: str | None) ->
     except RateLimited:
         pulse.metrics.drops[DROP_RATE_LIMITED] += 1
         raise
+
+
+def has_gpc(req: HotRequest) -> bool:
+    """The request carries the Global Privacy Control (``Sec-GPC: 1``): no marketing, no advertising."""
+    return req.headers.get("sec-gpc") == "1"
 
 
 async def admitted(pulse: Pulse, req: HotRequest) -> Access:
