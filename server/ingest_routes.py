@@ -45,9 +45,8 @@ from protocol.normalize import (
 from protocol.privacy import Dropped
 from protocol.record import AppendOutcome, Event
 from protocol.tracking import AISuggestion, BatchTrackEventResponse, EventResult, TrackEventResponse
-from server.auth import AuthError, authenticate, key_from
+from server.auth import AuthError
 from server.compat import compat_route
-from server.compat.intake import basic_user
 from server.context import Pulse
 from server.http import HotRequest, decode_body, encode_json, is_msgpack
 from server.privacy import compliant_route
@@ -55,7 +54,6 @@ from server.privacy.ingest_gate import (
     RateLimited,
     admitted,
     has_gpc,
-    limit,
     rate_limited_body,
     retry_after_header,
 )
@@ -281,39 +279,10 @@ def hot_route(path: str) -> Handler | None:
         if name == "batch":
             return track_batch
         return lambda pulse, req, started: track_one(pulse, req, name, started)
-    limited = _LIMITED_COMPAT.get(path)
-    if limited is None:
-        compat = compat_route(path)  # Segment's /v1/* and PostHog's capture paths (server/compat/)
-        if compat is None:
-            return None
-        limited = _LIMITED_COMPAT[path] = _limited(compat)  # one per compat path: the map is bounded
-    return limited
+    return compat_route(path)  # Segment's /v1/* and PostHog's capture paths (server/compat/)
 
 
-_LIMITED_COMPAT: dict[str, Handler] = {}
 _privacy_compliant: Final = compliant_route.handler(lambda result: fired_triggers(result))
-
-
-def _limited(handler: Handler) -> Handler:
-    """A compat handler behind the rate limits when its key is in a header or the query string. A
-    key sent only inside the body (PostHog's ``api_key``, Segment's ``writeKey``) is found by the
-    compat decoder, after this point: those requests are not rate limited (docs/privacy.md)."""
-
-    async def handle(pulse: Pulse, req: HotRequest, started: float) -> bytes:
-        try:
-            api_key = key_from(req.headers, req.query) or basic_user(req.headers)
-        except AuthError:
-            api_key = None  # malformed Basic credentials: the handler answers 401 the compat way
-        if api_key is not None:
-            try:
-                access = await authenticate(pulse.store, api_key, open_access=pulse.settings.open_access)
-            except AuthError:
-                access = None  # the handler refuses it the compat way
-            if access is not None:
-                limit(pulse, req, access, api_key)
-        return await handler(pulse, req, started)
-
-    return handle
 
 
 def error_answer(err: Exception, method: str, path: str, pulse: Pulse) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

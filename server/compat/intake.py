@@ -29,6 +29,7 @@ from server.auth import Access, AuthError, authenticate, key_from
 from server.compat import posthog, segment
 from server.context import Pulse
 from server.http import HotRequest, decode_body, encode_json
+from server.privacy.ingest_gate import limit
 
 CompatHandler = Callable[[Pulse, HotRequest, float], Awaitable[bytes]]
 
@@ -107,10 +108,13 @@ async def segment_intake(pulse: Pulse, req: HotRequest, started: float, call_typ
     # a key in the headers is checked before the body is read: a refused client costs no decoding
     header_key = basic_user(req.headers) or key_from(req.headers, req.query)
     access = await authenticate(pulse.store, header_key, open_access=pulse.settings.open_access) if header_key else None
+    if access is not None:
+        limit(pulse, req, access, header_key)  # the project's rate limits, before the body is read
     request = segment.parse_request(decode_body(req.headers, await req.read()), call_type)
     if access is None:
         access = await project_access(
             pulse, request.write_key, "send the write key as the HTTP Basic user or as writeKey in the body")
+        limit(pulse, req, access, request.write_key)  # a key in the body: limited once it is read
     decoded = segment.decode_events(request, access.project.id, now_ms())
     result = await store(pulse, decoded, started, gpc=req.headers.get("sec-gpc") == "1")
     stored, duplicates = _counts(result)
@@ -124,8 +128,9 @@ async def posthog_intake(pulse: Pulse, req: HotRequest, started: float) -> bytes
     body = decode_body(req.headers, await req.read())
     content_type = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     request = posthog.parse_request(posthog.unwrap(body, content_type, req.query), req.query)
-    access = await project_access(pulse, request.key or key_from(req.headers, req.query),
-                                  "send the project key as api_key in the body (or token in each event)")
+    api_key = request.key or key_from(req.headers, req.query)
+    access = await project_access(pulse, api_key, "send the project key as api_key in the body (or token in each event)")
+    limit(pulse, req, access, api_key)  # the project's rate limits, before anything is stored
     decoded = posthog.decode_events(request, access.project.id, now_ms())
     result = await store(pulse, decoded, started, gpc=req.headers.get("sec-gpc") == "1")
     stored, duplicates = _counts(result)

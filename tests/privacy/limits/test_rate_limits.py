@@ -85,6 +85,20 @@ def test_a_segment_request_with_its_key_in_basic_auth_is_limited(keyed: ServerPr
     assert stored_count(keyed, project["secretKey"]) == 1
 
 
+def test_segment_and_posthog_keys_sent_in_the_body_are_limited(keyed: ServerProcess) -> None:
+    project = new_project(keyed, "body-keys", {"rateLimit": RATE, "rateLimitBurst": 2})
+    segment = {"writeKey": project["publicKey"], "batch": [{"type": "track", "event": "Viewed", "userId": "u1"}]}
+    posthog = {"api_key": project["publicKey"], "batch": [{"event": "viewed", "distinct_id": "u2"}]}
+    codes = [
+        httpx.post(f"{keyed.url}/v1/batch", json=segment).status_code,
+        httpx.post(f"{keyed.url}/batch/", json=posthog).status_code,
+        httpx.post(f"{keyed.url}/v1/batch", json=segment).status_code,
+        httpx.post(f"{keyed.url}/batch/", json=posthog).status_code,
+    ]
+    assert codes == [200, 200, 429, 429]
+    assert stored_count(keyed, project["secretKey"]) == 2
+
+
 def test_the_cli_creates_a_project_with_limits_that_the_admin_route_shows(tmp_path: pathlib.Path) -> None:
     data = tmp_path / "data"
 
