@@ -24,6 +24,7 @@ import trio
 
 from actors.hub import KIND_EVENT, KINDS_BY_SUBSCRIPTION, Subscriber, encode_for
 from protocol.errors import InvalidInput, error_body, from_msgspec
+from protocol.privacy import DROP_RATE_LIMITED
 from protocol.stream import (
     BATCH_MAX_BYTES,
     BATCH_MAX_MESSAGES,
@@ -57,6 +58,8 @@ from server.edge.websocket import WebSocketInbox
 from server.http import Message, Receive, Scope, Send
 from server.ingest_routes import now_ms
 from server.params import flag_param
+from server.privacy.client_ip import resolve
+from server.privacy.rate_limit import RateLimited
 from server.socket_ingest import ingest_batch, ingest_one
 from storage.base import StoreError
 
@@ -101,10 +104,10 @@ class Socket:
     """State of one accepted WebSocket connection."""
 
     __slots__ = ("pulse", "access", "sub", "send", "inbox", "behavioral", "batch", "in_flight", "pending",
-                 "_connection_id", "gpc")
+                 "_connection_id", "gpc", "ip")
 
     def __init__(self, pulse: Pulse, access: Access, sub: Subscriber, send: Send, inbox: WebSocketInbox,
-                 behavioral: bool, batch: bool = False, gpc: bool = False) -> None:
+                 behavioral: bool, batch: bool = False, gpc: bool = False, ip: str | None = None) -> None:
         self.pulse = pulse
         self.access = access
         self.sub = sub
@@ -116,6 +119,7 @@ class Socket:
         self.pending: _Decoded | None = None  # an ingest read before the socket had a nursery for it
         self._connection_id: str | None = None
         self.gpc = gpc  # the handshake carried Sec-GPC: 1: every event sent on the socket is stamped
+        self.ip = ip  # the client's address (server/privacy/client_ip.py), for per-IP rate limits
 
     @property
     def connection_id(self) -> str:
@@ -212,7 +216,9 @@ async def _endpoint(pulse: Pulse, scope: Scope, inbox: WebSocketInbox, receive: 
     kinds = [] if behavioral else [KIND_EVENT]
     sub = Subscriber(access.project.id, kinds, msgpack=msgpack)
     sub.wakeup = inbox.wake  # a queued frame wakes this connection's one task
-    socket = Socket(pulse, access, sub, send, inbox, behavioral, batch, gpc)
+    client = scope.get("client")
+    ip = resolve(client[0] if client else None, headers.get("x-forwarded-for"), pulse.settings.trusted_proxies)
+    socket = Socket(pulse, access, sub, send, inbox, behavioral, batch, gpc, ip)
     await send({"type": "websocket.accept", "subprotocol": chosen})
     # Nothing in the scope is needed after the handshake (access logging is off; hypercorn reads
     # it only before accepting), but it would hold the handshake's headers, path, query string and
@@ -351,9 +357,29 @@ def _control(socket: Socket, msg: Any) -> None:
         socket.reply(ErrorMessage(reason=f"unsupported message {type(msg).__name__!r}"))
 
 
+def _rate_limited(socket: Socket, project: str, request_id: str | None) -> ErrorMessage | None:
+    """The project's rate limits for one ingest message (each message is a request, as over HTTP):
+    None when admitted, else the error answered in place of the ack (nothing of it is stored)."""
+    pulse = socket.pulse
+    policy = pulse.policies.get(project)
+    if policy.rate_limit is None and policy.ip_rate_limit is None:
+        return None
+    access = socket.access
+    key = access.project.secret_key if access.can_read else access.project.public_key
+    try:
+        pulse.limits.admit(project, policy, key, socket.ip)
+    except RateLimited as err:
+        pulse.metrics.drops[DROP_RATE_LIMITED] += 1
+        return ErrorMessage(requestId=request_id, code="rate_limited", reason=err.reason, retryAfter=err.retry_after)
+    return None
+
+
 async def _ingest(socket: Socket, msg: Any, raw: bytes, binary: bool, project: str) -> None:
     answer: Any = None
     try:
+        answer = _rate_limited(socket, project, getattr(msg, "requestId", None))
+        if answer is not None:  # answered in the finally clause
+            return
         if isinstance(msg, SendEvent):
             answer = await ingest_one(socket.pulse, project, bytes(msg.event), behavioral=True, name=None,
                                       user_id=None, request_id=msg.requestId, msgpack=binary, gpc=socket.gpc)

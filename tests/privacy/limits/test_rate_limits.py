@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.server_process import ROOT, ServerProcess, serving
+from tests.e2e.ws_client import Client
 
 RATE = 0.1  # requests per second: no token comes back while a test sends its requests (one per 10 s)
 
@@ -121,3 +122,21 @@ def test_the_cli_creates_a_project_with_limits_that_the_admin_route_shows(tmp_pa
         policy = httpx.get(f"{server.url}/api/admin/projects/{project_id}/policy", headers=admin).json()
     assert policy == {"consentDefault": "denied", "rateLimit": 20.0, "rateLimitBurst": 40.0, "ipRateLimit": 5.0,
                       "adaptiveSampling": True, "retentionDays": 30}  # fmt: skip
+
+
+async def test_each_websocket_ingest_message_takes_a_token(keyed: ServerProcess) -> None:
+    project = new_project(keyed, "socket", {"rateLimit": RATE, "rateLimitBurst": 2})
+    ws = await Client.connect(keyed.url, f"/api/v1/behavioral/stream?key={project['publicKey']}")
+    await ws.send({"type": "connection", "sessionId": "w1"})
+    assert (await ws.json())["type"] == "connection_ack"
+    answers = []
+    for n in range(3):
+        await ws.send({"type": "event", "requestId": f"r{n}", "event": {"eventType": "click", "sessionId": "w1"}})
+        answer = await ws.json()
+        while answer.get("requestId") != f"r{n}":  # the session's own stream messages come too
+            answer = await ws.json()
+        answers.append(answer)
+    await ws.aclose()
+    assert [a["type"] for a in answers] == ["ack", "ack", "error"], answers
+    assert answers[2]["code"] == "rate_limited" and answers[2]["requestId"] == "r2" and answers[2]["retryAfter"] >= 1
+    assert stored_count(keyed, project["secretKey"]) == 2
