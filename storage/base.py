@@ -15,6 +15,7 @@ import msgspec
 
 from protocol.record import AppendOutcome, Event
 from storage.approval_records import ApprovalStore
+from storage.deletion_records import DeletionStore
 from storage.policy_records import PolicyStore
 from storage.trigger_records import TriggerStore
 from storage.webhook_records import WebhookStore
@@ -176,7 +177,7 @@ class History(msgspec.Struct, frozen=True):
     events: list[Event]
 
 
-class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, PolicyStore, Protocol):
+class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, PolicyStore, DeletionStore, Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
         """Open the backend, run the group-commit writer until cancelled, then flush and close."""

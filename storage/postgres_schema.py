@@ -17,7 +17,14 @@ from __future__ import annotations
 import datetime
 from typing import Final
 
-from storage import approvals_schema, policy_schema, triggers_schema, webhooks_schema, workflows_schema
+from storage import (
+    approvals_schema,
+    deletion_schema,
+    policy_schema,
+    triggers_schema,
+    webhooks_schema,
+    workflows_schema,
+)
 from storage.pg_bridge import Connection, transaction
 
 MIGRATION_LOCK: Final = 0x70756C7365_01  # pg_advisory_lock key: "pulse" + 1
@@ -173,7 +180,7 @@ _V3: Final = (triggers_schema.POSTGRES_DDL + webhooks_schema.POSTGRES_DDL + work
        + approvals_schema.POSTGRES_DDL)
 
 # Privacy (issue 14): project policies, event expiry, and the tables of consent, deletion and identity.
-_V4: Final = policy_schema.POSTGRES_DDL
+_V4: Final = policy_schema.POSTGRES_DDL + deletion_schema.POSTGRES_DDL
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

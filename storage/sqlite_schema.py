@@ -15,7 +15,14 @@ from typing import Final
 import msgspec
 
 from protocol.record import Event
-from storage import approvals_schema, policy_schema, triggers_schema, webhooks_schema, workflows_schema
+from storage import (
+    approvals_schema,
+    deletion_schema,
+    policy_schema,
+    triggers_schema,
+    webhooks_schema,
+    workflows_schema,
+)
 from storage.base import UNKNOWN_SERVICE, Cursor, EventFilter, EventPage
 
 # Version 1 --------------------------------------------------------------------------------------
@@ -127,7 +134,7 @@ _V3: Final = (triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL + workflow
        + approvals_schema.SQLITE_DDL)
 
 # Privacy (issue 14): project policies, event expiry, and the tables of consent, deletion and identity.
-_V4: Final = policy_schema.SQLITE_DDL
+_V4: Final = policy_schema.SQLITE_DDL + deletion_schema.SQLITE_DDL
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -1,0 +1,234 @@
+"""The PostgreSQL backend's deletion and retention (storage/deletion_records.py has what they remove).
+
+A user's deletion is ONE transaction, in one crossing: PostgreSQL has no single writer to hold up,
+and appends of other users go on meanwhile (row locks only: the user's events and the aggregate
+buckets they touch, locked in key order like the group commit's upserts, so neither waits for
+the other in a cycle). The retention job deletes in chunks of CHUNK events, each chunk its own
+transaction with its aggregates, so a backlog of millions of expired events never becomes one huge
+transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from storage import deletion_records as d
+from storage.deletion_records import CHUNK, DeletionRecord, Gone, Removed
+from storage.pg_bridge import transaction
+from storage.trigger_records import numbered
+
+Connection = Any  # asyncpg.Connection
+_T = TypeVar("_T")
+
+DELETE_TIMEOUT_S: Final = 300.0  # one user's deletion (100k events: seconds; a big margin)
+RETENTION_CHUNK_TIMEOUT_S: Final = 60.0
+
+_GONE: Final = "timestamp, coalesce(service_name, ''), name, status_code, response_time_ms, client_id"
+SELECT_USER_SESSIONS: Final = (
+    "SELECT DISTINCT session_id FROM events WHERE project = $1 AND user_id = $2 AND session_id IS NOT NULL"
+)
+ANY_USER_EVENT: Final = "SELECT 1 FROM events WHERE project = $1 AND user_id = $2 LIMIT 1"
+_TARGETS: Final = "project = $1 AND (user_id = $2 OR (user_id IS NULL AND session_id = ANY($3::text[])))"
+DELETE_TARGETS: Final = f"DELETE FROM events WHERE {_TARGETS} RETURNING {_GONE}"
+SELECT_TARGETS: Final = f"SELECT seq, session_id, payload FROM events WHERE {_TARGETS}"
+PSEUDONYMIZE_EVENTS: Final = (
+    "UPDATE events AS e SET user_id = NULL, session_id = u.sid, payload = u.payload"
+    " FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS u (seq, sid, payload)"
+    " WHERE e.project = $1 AND e.seq = u.seq"
+)
+DELETE_CLIENT_IDS: Final = "DELETE FROM client_ids WHERE project = $1 AND client_id = ANY($2::text[])"
+ANY_SESSION_EVENT: Final = "SELECT 1 FROM events WHERE project = $1 AND session_id = $2 LIMIT 1"
+DELETE_EXPIRED: Final = (
+    f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE expires_at <= $1 LIMIT $2)"
+    f" AND expires_at <= $1 RETURNING project, {_GONE}"
+)
+DELETE_OLDER: Final = (
+    "DELETE FROM events WHERE project = $1 AND timestamp < $2 AND seq IN"
+    f" (SELECT seq FROM events WHERE project = $1 AND timestamp < $2 LIMIT $3) RETURNING project, {_GONE}"
+)
+NEWEST_IN_BUCKET: Final = (
+    "SELECT max(timestamp) FROM events WHERE project = $1 AND name = $2 AND timestamp BETWEEN $3 AND $4"
+    " AND coalesce(service_name, '') = $5"
+)
+LAST_SEEN_OF: Final = {
+    "agg_minute": "SELECT a.minute, a.service, a.name, a.last_seen FROM agg_minute AS a"
+    " JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
+    " ON a.project = $1 AND a.minute = k.b AND a.service = k.s AND a.name = k.n",
+    "agg_day": "SELECT a.day, a.service, a.name, a.last_seen FROM agg_day AS a"
+    " JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
+    " ON a.project = $1 AND a.day = k.b AND a.service = k.s AND a.name = k.n",
+    "agg_total": "SELECT 0::bigint, a.service, a.name, a.last_seen FROM agg_total AS a"
+    " JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
+    " ON a.project = $1 AND a.service = k.s AND a.name = k.n",
+}
+SUB_AGG: Final = {table: numbered(s) for table, s in d.SUB_AGG.items()}
+DROP_EMPTY_AGG: Final = {table: numbered(s) for table, s in d.DROP_EMPTY_AGG.items()}
+SET_LAST_SEEN: Final = {table: numbered(s) for table, s in d.SET_LAST_SEEN.items()}
+DELETE_SNAPSHOT: Final = numbered(d.DELETE_SNAPSHOT)
+SELECT_USER_SNAPSHOT: Final = numbered(d.SELECT_USER_SNAPSHOT)
+SELECT_DELIVERIES: Final = "SELECT id, body FROM webhook_deliveries WHERE project = $1"
+DELETE_DELIVERIES: Final = "DELETE FROM webhook_deliveries WHERE id = ANY($1::text[])"
+
+
+async def subtract(conn: Connection, project: str, gone: list[Gone]) -> None:
+    """Take deleted events out of the aggregates (inside the caller's transaction), in key order."""
+    sub = d.subtraction(project, gone)
+    for table, buckets in zip(d.TABLES, sub, strict=True):
+        if not buckets:
+            continue
+        keys = sorted(buckets)
+        await conn.executemany(SUB_AGG[table], [(*buckets[k][:5], *d.key_params(table, k)) for k in keys])
+        await conn.executemany(DROP_EMPTY_AGG[table], [d.key_params(table, k) for k in keys])
+        stored = await conn.fetch(LAST_SEEN_OF[table], project, [k[1] for k in keys], [k[2] for k in keys],
+                                  [k[3] for k in keys])  # fmt: skip
+        for bucket, service, name, last_seen in stored:
+            key = (project, int(bucket), service, name)
+            if buckets[key][5] >= last_seen:  # the bucket's newest event may be gone: look again
+                lo, hi = d.bucket_range(table, key)
+                newest = await conn.fetchval(NEWEST_IN_BUCKET, project, name, lo, hi, service)
+                if newest is not None:
+                    await conn.execute(SET_LAST_SEEN[table], newest, *d.key_params(table, key))
+
+
+def _gone(rows: list[Any], offset: int = 0) -> list[Gone]:
+    o = offset
+    return [Gone(r[o], r[o + 1], r[o + 2], r[o + 3], r[o + 4]) for r in rows]
+
+
+async def delete_user(conn: Connection, project: str, user_id: str, anonymize: bool, cascade: bool,
+                      salt: str) -> Removed:  # fmt: skip
+    async with transaction(conn):
+        sessions = [r[0] for r in await conn.fetch(SELECT_USER_SESSIONS, project, user_id)]
+        had_profile = (
+            await conn.fetchval(ANY_USER_EVENT, project, user_id) is not None
+            or await conn.fetchval(SELECT_USER_SNAPSHOT, project, user_id) is not None
+        )
+        targets = sessions if cascade else []
+        if anonymize:
+            rows = await conn.fetch(SELECT_TARGETS, project, user_id, targets)
+            for i in range(0, len(rows), CHUNK):
+                chunk = rows[i : i + CHUNK]
+                await conn.execute(
+                    PSEUDONYMIZE_EVENTS, project, [r[0] for r in chunk],
+                    [None if r[1] is None else d.hashed_id(salt, r[1]) for r in chunk],
+                    [d.strip_identity(r[2]) for r in chunk],
+                )  # fmt: skip
+            events = len(rows)
+        else:
+            gone = await conn.fetch(DELETE_TARGETS, project, user_id, targets)
+            client_ids = [r[5] for r in gone if r[5] is not None]
+            if client_ids:
+                await conn.execute(DELETE_CLIENT_IDS, project, client_ids)
+            await subtract(conn, project, _gone(gone))
+            events = len(gone)
+        await conn.execute(DELETE_SNAPSHOT, project, "user", user_id)
+        if sessions:
+            await conn.executemany(DELETE_SNAPSHOT, [(project, "session", s) for s in sessions])
+        await _automation_rows(conn, project, user_id, targets, anonymize, salt)
+        named = set(targets)
+        doomed = [i for i, body in await conn.fetch(SELECT_DELIVERIES, project) if d.delivery_names(body, user_id, named)]
+        if doomed:
+            await conn.execute(DELETE_DELIVERIES, doomed)
+        if anonymize:
+            removed_sessions = len(sessions)
+        else:
+            removed_sessions = sum([await conn.fetchval(ANY_SESSION_EVENT, project, s) is None for s in sessions])
+        return Removed(events, removed_sessions, int(had_profile or events > 0))
+
+
+async def _automation_rows(conn: Connection, project: str, user_id: str, sessions: list[str], anonymize: bool,
+                           salt: str) -> None:  # fmt: skip
+    if anonymize:
+        await conn.execute(numbered(d.DELETE_SCHEDULED_USER_ACTIONS), project, user_id)
+        await conn.execute(numbered(d.PSEUDONYMIZE_USER_EXECUTIONS), project, user_id)
+        await conn.execute(numbered(d.PSEUDONYMIZE_USER_ACTIONS), project, user_id)
+        for s in sessions:
+            await conn.execute(numbered(d.DELETE_SCHEDULED_SESSION_ACTIONS), project, s)
+            for statement in d.PSEUDONYMIZE_SESSION:
+                await conn.execute(numbered(statement), d.hashed_id(salt, s), project, s)
+        return
+    await conn.execute(numbered(d.DELETE_USER_EXECUTIONS), project, user_id)
+    await conn.execute(numbered(d.DELETE_USER_ACTIONS), project, user_id)
+    for s in sessions:
+        for statement in (d.DELETE_SESSION_EXECUTIONS, d.DELETE_SESSION_ACTIONS, d.DELETE_SESSION_MARKS):
+            await conn.execute(numbered(statement), project, s)
+
+
+async def _delete_chunk(conn: Connection, statement: str, params: tuple[Any, ...]) -> dict[str, int]:
+    """One retention chunk in its own transaction: the events, their client ids, their aggregates."""
+    async with transaction(conn):
+        rows = await conn.fetch(statement, *params)
+        by_project: dict[str, list[Any]] = defaultdict(list)
+        for r in rows:
+            by_project[r[0]].append(r)
+        for project, gone in by_project.items():
+            client_ids = [r[6] for r in gone if r[6] is not None]
+            if client_ids:
+                await conn.execute(DELETE_CLIENT_IDS, project, client_ids)
+            await subtract(conn, project, _gone(gone, 1))
+        return {project: len(gone) for project, gone in by_project.items()}
+
+
+async def _fetch_deletion(conn: Connection, project: str, deletion_id: str) -> Any:
+    return await conn.fetchrow(numbered(d.SELECT_DELETION), project, deletion_id)
+
+
+async def _fetch_user_deletions(conn: Connection, project: str, user_id: str, limit: int) -> list[Any]:
+    return list(await conn.fetch(numbered(d.SELECT_USER_DELETIONS), project, user_id, limit))
+
+
+class PostgresDeletionMethods:
+    """PostgresStore's deletion and retention methods."""
+
+    if TYPE_CHECKING:
+        def _require_running(self) -> None: ...
+        async def _read(self, work: Callable[[Connection], Awaitable[_T]], *, time_limit_s: float = ...,
+                        snapshot: bool = False) -> _T: ...
+
+    async def delete_user_data(
+        self, project: str, user_id: str, *, anonymize_only: bool, cascade: bool = True, salt: str = ""
+    ) -> Removed:
+        if anonymize_only and not salt:
+            raise ValueError("anonymize_only needs the project's salt")
+        self._require_running()
+        work = functools.partial(delete_user, project=project, user_id=user_id, anonymize=anonymize_only,
+                                 cascade=cascade, salt=salt)  # fmt: skip
+        return await self._read(work, time_limit_s=DELETE_TIMEOUT_S)
+
+    async def delete_expired(self, now_ms: int, project_retention: dict[str, int]) -> dict[str, int]:
+        self._require_running()
+        total: dict[str, int] = defaultdict(int)
+        chunks: list[tuple[str, tuple[Any, ...]]] = [(DELETE_EXPIRED, (now_ms, CHUNK))]
+        chunks += [(DELETE_OLDER, (p, now_ms - days * 86_400_000, CHUNK)) for p, days in project_retention.items()]
+        for statement, params in chunks:
+            while True:
+                work = functools.partial(_delete_chunk, statement=statement, params=params)
+                removed = await self._read(work, time_limit_s=RETENTION_CHUNK_TIMEOUT_S)
+                for project, n in removed.items():
+                    total[project] += n
+                if sum(removed.values()) < CHUNK:
+                    break
+        return dict(total)
+
+    async def begin_deletion(self, record: DeletionRecord) -> None:
+        self._require_running()
+        params = (record.deletion_id, record.project, record.user_id, record.status,
+                  d.options_json(record.options), record.requested_ms)  # fmt: skip
+        await self._read(lambda conn: conn.execute(numbered(d.INSERT_DELETION), *params))
+
+    async def finish_deletion(
+        self, project: str, deletion_id: str, status: str, removed: Removed, completed_ms: int, error: str | None
+    ) -> None:
+        params = (status, removed.events, removed.sessions, removed.profiles, completed_ms, error, deletion_id, project)
+        await self._read(lambda conn: conn.execute(numbered(d.FINISH_DELETION), *params))
+
+    async def deletion(self, project: str, deletion_id: str) -> DeletionRecord | None:
+        row = await self._read(functools.partial(_fetch_deletion, project=project, deletion_id=deletion_id))
+        return None if row is None else d.deletion_from_row(row)
+
+    async def user_deletions(self, project: str, user_id: str, *, limit: int = 20) -> list[DeletionRecord]:
+        rows = await self._read(functools.partial(_fetch_user_deletions, project=project, user_id=user_id, limit=limit))
+        return [d.deletion_from_row(r) for r in rows]
