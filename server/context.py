@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,6 +25,10 @@ from server.suggestions import SuggestionCache
 from server.webhooks.service import WebhookService
 from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Store
+
+if TYPE_CHECKING:  # these import this module
+    from server.privacy.deletion import DeletionCounters
+    from server.privacy.retention import RetentionJob
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Pulse:
     suggestions: SuggestionCache | None = None  # per-project suggestion cache (server/suggestions.py)
     # SSE resumes that may scan the stored log at once, per project (server/sse.py)
     replay_slots: dict[str, trio.CapacityLimiter] = field(default_factory=dict)
+    deletions: DeletionCounters | None = None  # this node's data erasures (server/privacy/deletion.py)
+    retention: RetentionJob | None = None  # the retention job (server/privacy/retention.py)
 
     def begin_shutdown(self) -> None:
         self.draining = True

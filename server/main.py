@@ -40,7 +40,9 @@ from server.cors import Cors
 from server.edge import server as pulse_edge
 from server.edge import stock as stock_edge
 from server.edge.websocket import use_pulse_websockets
+from server.privacy.deletion import DeletionCounters
 from server.privacy.policies import PolicyBook
+from server.privacy.retention import RetentionJob
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.uptime import LifetimeRecorder
@@ -232,6 +234,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
             policies=policies,
             workflows=workflows,
         )
+        pulse.deletions = DeletionCounters()  # data erasures (server/privacy/deletion.py)
+        pulse.retention = RetentionJob(store, interval=settings.retention_interval, bus=bus)
+        await services.start(pulse.retention.run)  # at start, then every --retention-interval
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
         app = PulseApp(pulse)

@@ -72,6 +72,8 @@ class Settings:
     # every actor is rebuilt from the log when Redis returns). Never longer than the node TTL (3 s)
     # after the node's last heartbeat, past which the other nodes may have taken its keys.
     redis_grace: float = 3.0
+    # Seconds between two runs of the retention job (server/privacy/retention.py); it also runs at start.
+    retention_interval: float = 3600.0
 
     @property
     def storage_name(self) -> str:
@@ -109,6 +111,8 @@ class Settings:
         ):
             if os.environ.get(name):
                 setattr(settings, attr, float(os.environ[name]))
+        if "retention_interval" not in overrides and os.environ.get("PULSE_RETENTION_INTERVAL"):
+            settings.retention_interval = float(os.environ["PULSE_RETENTION_INTERVAL"])
         for name, attr in (("PULSE_DATABASE_URL", "database_url"), ("PULSE_REDIS_URL", "redis_url")):
             if getattr(settings, attr) is None and os.environ.get(name):
                 setattr(settings, attr, os.environ[name])

@@ -287,6 +287,9 @@ class DeletionStore(Protocol):
         ``project`` as this module's doc says; exact counts. SQLite works in CHUNK-event writer
         turns (each its own transaction); PostgreSQL in one transaction."""
 
+    async def user_sessions(self, project: str, user_id: str) -> list[str]:
+        """The distinct sessions that carried ``user_id`` in ``project`` (sorted)."""
+
     async def delete_expired(self, now_ms: int, project_retention: dict[str, int]) -> dict[str, int]:
         """Remove events with ``expires_at <= now_ms`` and events of each project in
         ``project_retention`` (project -> days) older than that many days, subtracting them from

@@ -172,6 +172,10 @@ async def _delete_chunk(conn: Connection, statement: str, params: tuple[Any, ...
         return {project: len(gone) for project, gone in by_project.items()}
 
 
+async def _fetch_user_sessions(conn: Connection, project: str, user_id: str) -> list[str]:
+    return [r[0] for r in await conn.fetch(SELECT_USER_SESSIONS, project, user_id)]
+
+
 async def _fetch_deletion(conn: Connection, project: str, deletion_id: str) -> Any:
     return await conn.fetchrow(numbered(d.SELECT_DELETION), project, deletion_id)
 
@@ -197,6 +201,10 @@ class PostgresDeletionMethods:
         work = functools.partial(delete_user, project=project, user_id=user_id, anonymize=anonymize_only,
                                  cascade=cascade, salt=salt)  # fmt: skip
         return await self._read(work, time_limit_s=DELETE_TIMEOUT_S)
+
+    async def user_sessions(self, project: str, user_id: str) -> list[str]:
+        rows = await self._read(functools.partial(_fetch_user_sessions, project=project, user_id=user_id))
+        return sorted(rows)
 
     async def delete_expired(self, now_ms: int, project_retention: dict[str, int]) -> dict[str, int]:
         self._require_running()

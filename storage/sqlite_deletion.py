@@ -228,6 +228,12 @@ class SqliteDeletionMethods:
             pass
         return await self._write_with(job.finish)
 
+    async def user_sessions(self, project: str, user_id: str) -> list[str]:
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return sorted(s for (s,) in conn.execute(SELECT_USER_SESSIONS, (self._num(conn, project), user_id)))
+
+        return await self._read(read)
+
     async def delete_expired(self, now_ms: int, project_retention: dict[str, int]) -> dict[str, int]:
         total: dict[str, int] = defaultdict(int)
         while True:
