@@ -38,9 +38,11 @@ Json = Callable[..., Response]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    retentionOverride: bool | None = None  # noqa: N815 (the seed's names)
-    anonymizeOnly: bool | None = None  # noqa: N815
-    cascadeDelete: bool | None = None  # noqa: N815
+    """Absent means the default; null is refused (a boolean is expected)."""
+
+    retentionOverride: bool | msgspec.UnsetType = msgspec.UNSET  # noqa: N815 (the seed's names)
+    anonymizeOnly: bool | msgspec.UnsetType = msgspec.UNSET  # noqa: N815
+    cascadeDelete: bool | msgspec.UnsetType = msgspec.UNSET  # noqa: N815
 
 
 _decode_body = msgspec.json.Decoder(_Body).decode
@@ -56,7 +58,7 @@ def parse_options(query: dict[str, str], body: bytes) -> DeletionOptions:
             parsed = _decode_body(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise from_msgspec(exc) from None
-        values.update({OPTIONS[k]: v for k in OPTIONS if (v := getattr(parsed, k)) is not None})
+        values.update({OPTIONS[k]: v for k in OPTIONS if (v := getattr(parsed, k)) is not msgspec.UNSET})
     for name, attr in OPTIONS.items():
         if name in query:
             value = _BOOLEANS.get(query[name].strip().lower())
@@ -79,7 +81,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     def not_found(reason: str) -> Response:
         return json_response({"success": False, "error": {"code": "not_found", "reason": reason}}, 404)
 
-    @app.delete(f"{BASE}/<path:user_id>")
+    @app.delete(f"{BASE}/<user_id>")
     async def delete_user_data(user_id: str) -> Response:
         granted = await access()
         user = check_user_id(user_id)
@@ -99,7 +101,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
             return not_found(f"no deletion {deletion_id!r} in this project")
         return json_response(record_view(record))
 
-    @app.get(f"{BASE}/<path:user_id>")
+    @app.get(f"{BASE}/<user_id>")
     async def user_deletions(user_id: str) -> Response:
         granted = await access()
         user = check_user_id(user_id)
