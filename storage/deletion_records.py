@@ -43,8 +43,7 @@ import msgspec
 # storage.aggregates' bucket sizes (not imported: it imports storage.base, which imports this module)
 MINUTE_MS: Final = 60_000
 MINUTES_PER_DAY: Final = 1_440
-# Events handled per writer turn (SQLite) or statement (PostgreSQL): ~20-60 ms of work each, so a
-# user with 100k events never holds the SQLite writer (and every ingest behind it) for long.
+# Events per retention chunk and per pseudonymizing UPDATE (PostgreSQL): each its own statement.
 CHUNK: Final = 2_000
 
 PROCESSING: Final = "processing"
@@ -120,26 +119,37 @@ class Subtraction(NamedTuple):
 
 
 def subtraction(project: str, gone: Iterable[Gone]) -> Subtraction:
-    """The deleted events folded into the buckets they were added to (storage.aggregates.fold_minutes)."""
-    out = Subtraction({}, {}, {})
-    for ev in gone:
-        minute = ev.timestamp // MINUTE_MS
-        for table, bucket in ((out.minute, minute), (out.day, minute // MINUTES_PER_DAY), (out.total, 0)):
-            key = (project, bucket, ev.service, ev.name)
-            b = table.get(key)
-            if b is None:
-                b = table[key] = [0, 0, 0, 0, 0.0, ev.timestamp]
-            b[0] += 1
-            if ev.status_code is not None:
-                b[1] += 1
-                if ev.status_code >= 400:
-                    b[2] += 1
-            if ev.response_time_ms is not None:
-                b[3] += 1
-                b[4] += ev.response_time_ms
-            if ev.timestamp > b[5]:
-                b[5] = ev.timestamp
-    return out
+    """The deleted events folded into the buckets they were added to (storage.aggregates.fold_minutes):
+    per minute first, then the minutes rolled up into days and the total."""
+    minutes: dict[AggKey, list[Any]] = {}
+    for ts, service, name, status, rt in gone:
+        key = (project, ts // MINUTE_MS, service, name)
+        b = minutes.get(key)
+        if b is None:
+            b = minutes[key] = [0, 0, 0, 0, 0.0, ts]
+        b[0] += 1
+        if status is not None:
+            b[1] += 1
+            if status >= 400:
+                b[2] += 1
+        if rt is not None:
+            b[3] += 1
+            b[4] += rt
+        if ts > b[5]:
+            b[5] = ts
+    days: dict[AggKey, list[Any]] = {}
+    total: dict[AggKey, list[Any]] = {}
+    for (p, minute, service, name), b in minutes.items():
+        for table, key in ((days, (p, minute // MINUTES_PER_DAY, service, name)), (total, (p, 0, service, name))):
+            into = table.get(key)
+            if into is None:
+                table[key] = list(b)
+            else:
+                for i in range(5):
+                    into[i] += b[i]
+                if b[5] > into[5]:
+                    into[5] = b[5]
+    return Subtraction(minutes, days, total)
 
 
 def key_params(table: str, key: AggKey) -> tuple[object, ...]:
