@@ -27,7 +27,7 @@ import msgspec
 import trio
 
 from protocol.record import SOURCE_EVENTS, Event
-from storage.base import Store
+from storage.base import Store, StoreError
 from storage.postgres import PostgresStore
 from storage.sqlite import SqliteStore
 
@@ -65,7 +65,10 @@ async def probe(store: Store, project: str, waits: list[float], stop: trio.Event
     i = 0
     while not stop.is_set():
         began = time.perf_counter()
-        await store.append([event(project, time.time_ns() // 1_000_000, "probe", "probe-s", i)])
+        try:
+            await store.append([event(project, time.time_ns() // 1_000_000, "probe", "probe-s", i)])
+        except StoreError as exc:
+            print(f"probe append failed after {time.perf_counter() - began:.1f} s: {exc}")
         waits.append(time.perf_counter() - began)
         i += 1
         await trio.sleep(PROBE_EVERY_S)
