@@ -18,6 +18,9 @@ from storage.deletion_records import (
     hashed_id,
     strip_identity,
 )
+from storage.trigger_records import Execution, SessionMark
+from storage.webhook_records import NewDelivery, Webhook
+from storage.workflow_records import NewAction
 from tests.storage.conftest import *  # noqa: F403 (the sqlite+postgres store fixtures)
 
 T0 = 1_700_000_000_000  # a Tuesday, 22:13 UTC: the events below straddle a day boundary
@@ -172,3 +175,37 @@ async def test_deletion_records_are_kept_per_project(store: Store) -> None:
     assert await store.deletion("prj_b", "del_1") is None
     assert [r.deletion_id for r in await store.user_deletions("prj_a", "u1")] == ["del_1"]
     assert await store.user_deletions("prj_b", "u1") == []
+
+
+async def test_queued_automation_of_the_user_and_their_sessions_goes(store: Store) -> None:
+    """Trigger marks and executions, workflow actions and webhook deliveries of u1 (or of s1) are
+    removed; u2's stay."""
+    await store.append(journey("prj_a"))
+    marks = [SessionMark("prj_a", "t1", s, fires=1) for s in ("s1", "s3")]
+    executions = [Execution("prj_a", f"x{i}", "t1", s, u, "", T0, "event", True, "{}")
+                  for i, (s, u) in enumerate((("s1", "u1"), ("s3", "u2"), ("s2", None)))]  # fmt: skip
+    await store.record_trigger_activity(marks, executions)
+    actions = [NewAction(id=f"a{i}", project="prj_a", workflow_id="w1", session_id=s, user_id=u, action_index=0,
+                         action_type="webhook", variant="", due_at=T0, created_at=T0, detail="{}")
+               for i, (s, u) in enumerate((("s1", "u1"), ("s3", "u2")))]  # fmt: skip
+    await store.schedule_workflow_actions(actions)
+    await store.create_webhook(Webhook(id="wh1", project="prj_a", url="http://x.example/", events=("click",),
+                                       secret="whsec_x", created_at=T0))  # fmt: skip
+
+    def delivery(i: int, data: dict[str, object]) -> NewDelivery:
+        body = msgspec.json.encode({"type": "click", "timestamp": "2026-01-01T00:00:00Z", "data": data})
+        return NewDelivery(id=f"d{i}", webhook_id="wh1", project="prj_a", kind="click", dedup_key=f"k{i}", body=body,
+                           created_at=T0)  # fmt: skip
+
+    await store.record_deliveries([delivery(0, {"userId": "u1", "sessionId": "s1"}),
+                                   delivery(1, {"userId": None, "sessionId": "s2"}),
+                                   delivery(2, {"userId": "u2", "sessionId": "s3"})])  # fmt: skip
+
+    await store.delete_user_data("prj_a", "u1", anonymize_only=False)
+
+    assert await store.trigger_session_marks("prj_a", "s1") == []
+    assert len(await store.trigger_session_marks("prj_a", "s3")) == 1
+    assert [e.execution_id for e in await store.trigger_executions("prj_a", "t1", 10)] == ["x1"]
+    assert [a.id for a in await store.list_workflow_actions("prj_a", "w1", 10)] == ["a1"]
+    left = await store.list_deliveries("prj_a", "wh1", "pending", 10)
+    assert [d.id for d in left] == ["d2"]
