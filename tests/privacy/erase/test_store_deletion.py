@@ -22,6 +22,7 @@ from storage.trigger_records import Execution, SessionMark
 from storage.webhook_records import NewDelivery, Webhook
 from storage.workflow_records import NewAction
 from tests.storage.conftest import *  # noqa: F403 (the sqlite+postgres store fixtures)
+from tests.storage.conftest import StoreOpener
 
 T0 = 1_700_000_000_000  # a Tuesday, 22:13 UTC: the events below straddle a day boundary
 _ids = itertools.count(1)
@@ -209,3 +210,15 @@ async def test_queued_automation_of_the_user_and_their_sessions_goes(store: Stor
     assert [a.id for a in await store.list_workflow_actions("prj_a", "w1", 10)] == ["a1"]
     left = await store.list_deliveries("prj_a", "wh1", "pending", 10)
     assert [d.id for d in left] == ["d2"]
+
+
+async def test_a_deleted_events_seq_is_never_handed_out_again(open_store: StoreOpener) -> None:
+    """A stream client that saw a deleted event's seq must not skip the next event: after a restart
+    the store still numbers above the deleted newest events (SQLite numbers from its own max)."""
+    async with open_store() as store:
+        await store.append([event("prj_a", "click", T0, user_id="u2")])
+        newest = await store.append([event("prj_a", "click", T0 + i, user_id="u1") for i in range(3)])
+        await store.delete_user_data("prj_a", "u1", anonymize_only=False)
+    async with open_store() as store:
+        (after,) = await store.append([event("prj_a", "click", T0, user_id="u3")])
+        assert after.seq > newest[-1].seq
