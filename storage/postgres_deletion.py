@@ -48,13 +48,44 @@ PSEUDONYMIZE_EVENTS: Final = (
     " WHERE e.project = $1 AND e.seq = u.seq"
 )
 DELETE_CLIENT_IDS: Final = "DELETE FROM client_ids WHERE project = $1 AND client_id = ANY($2::text[])"
-ANY_SESSION_EVENT: Final = "SELECT 1 FROM events WHERE project = $1 AND session_id = $2 LIMIT 1"
 SELECT_EXPIRED_SEQS: Final = "SELECT seq FROM events WHERE expires_at <= $1 LIMIT $2"
 SELECT_OLDER_SEQS: Final = "SELECT seq FROM events WHERE project = $1 AND timestamp < $2 LIMIT $3"
 NEWEST_IN_BUCKET: Final = (
     "SELECT max(timestamp) FROM events WHERE project = $1 AND name = $2 AND timestamp BETWEEN $3 AND $4"
     " AND coalesce(service_name, '') = $5"
 )
+_BUCKET: Final = {"agg_minute": "minute", "agg_day": "day", "agg_total": None}
+
+
+def _match(table: str) -> str:
+    bucket = _BUCKET[table]
+    return ("" if bucket is None else f"a.{bucket} = k.b AND ") + "a.service = k.s AND a.name = k.n"
+
+
+def _order(table: str) -> str:
+    bucket = _BUCKET[table]
+    return ("" if bucket is None else f"a.{bucket}, ") + "a.service, a.name"
+
+
+# Set-based, one statement each, after the rows are locked in key order (ORDER BY ... FOR UPDATE
+# locks them as it returns them): the group commit upserts its buckets in the same order.
+LOCK_AGG: Final = {
+    t: f"SELECT 1 FROM {t} AS a JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
+       f" ON a.project = $1 AND {_match(t)} ORDER BY {_order(t)} FOR UPDATE OF a"
+    for t in d.TABLES
+}
+SUB_AGG_SET: Final = {
+    t: f"UPDATE {t} AS a SET count = a.count - k.c, with_status = a.with_status - k.ws, errors = a.errors - k.e,"
+       " with_rt = a.with_rt - k.wr, rt_sum = a.rt_sum - k.r FROM unnest($2::bigint[], $3::text[], $4::text[],"
+       " $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::float8[]) AS k (b, s, n, c, ws, e, wr, r)"
+       f" WHERE a.project = $1 AND {_match(t)}"
+    for t in d.TABLES
+}
+DROP_EMPTY_SET: Final = {
+    t: f"DELETE FROM {t} AS a USING unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
+       f" WHERE a.project = $1 AND {_match(t)} AND a.count <= 0"
+    for t in d.TABLES
+}
 LAST_SEEN_OF: Final = {
     "agg_minute": "SELECT a.minute, a.service, a.name, a.last_seen FROM agg_minute AS a"
     " JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
@@ -66,11 +97,27 @@ LAST_SEEN_OF: Final = {
     " JOIN unnest($2::bigint[], $3::text[], $4::text[]) AS k (b, s, n)"
     " ON a.project = $1 AND a.service = k.s AND a.name = k.n",
 }
-SUB_AGG: Final = {table: numbered(s) for table, s in d.SUB_AGG.items()}
-DROP_EMPTY_AGG: Final = {table: numbered(s) for table, s in d.DROP_EMPTY_AGG.items()}
 SET_LAST_SEEN: Final = {table: numbered(s) for table, s in d.SET_LAST_SEEN.items()}
 DELETE_SNAPSHOT: Final = numbered(d.DELETE_SNAPSHOT)
 SELECT_USER_SNAPSHOT: Final = numbered(d.SELECT_USER_SNAPSHOT)
+DELETE_SESSION_SNAPSHOTS: Final = (
+    "DELETE FROM snapshots WHERE project = $1 AND kind = 'session' AND key = ANY($2::text[])"
+)
+SESSIONS_WITH_EVENTS: Final = (
+    "SELECT DISTINCT session_id FROM events WHERE project = $1 AND session_id = ANY($2::text[])"
+)
+DELETE_SESSIONS_ROWS: Final = tuple(
+    f"DELETE FROM {t} WHERE project = $1 AND session_id = ANY($2::text[])"
+    for t in ("trigger_executions", "workflow_actions", "trigger_sessions")
+)
+DELETE_SCHEDULED_SESSIONS_ACTIONS: Final = (
+    "DELETE FROM workflow_actions WHERE project = $1 AND session_id = ANY($2::text[]) AND status = 'scheduled'"
+)
+PSEUDONYMIZE_SESSIONS: Final = tuple(
+    f"UPDATE {t} AS t SET session_id = u.h FROM unnest($2::text[], $3::text[]) AS u (s, h)"
+    " WHERE t.project = $1 AND t.session_id = u.s"
+    for t in ("trigger_executions", "workflow_actions", "trigger_sessions")
+)
 SELECT_DELIVERIES: Final = "SELECT id, body FROM webhook_deliveries WHERE project = $1"
 DELETE_DELIVERIES: Final = "DELETE FROM webhook_deliveries WHERE id = ANY($1::text[])"
 
@@ -82,10 +129,12 @@ async def subtract(conn: Connection, project: str, gone: list[Gone]) -> None:
         if not buckets:
             continue
         keys = sorted(buckets)
-        await conn.executemany(SUB_AGG[table], [(*buckets[k][:5], *d.key_params(table, k)) for k in keys])
-        await conn.executemany(DROP_EMPTY_AGG[table], [d.key_params(table, k) for k in keys])
-        stored = await conn.fetch(LAST_SEEN_OF[table], project, [k[1] for k in keys], [k[2] for k in keys],
-                                  [k[3] for k in keys])  # fmt: skip
+        where = (project, [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys])
+        await conn.execute(LOCK_AGG[table], *where)
+        columns = [[buckets[k][i] for k in keys] for i in range(5)]
+        await conn.execute(SUB_AGG_SET[table], *where, *columns)
+        await conn.execute(DROP_EMPTY_SET[table], *where)
+        stored = await conn.fetch(LAST_SEEN_OF[table], *where)
         for bucket, service, name, last_seen in stored:
             key = (project, int(bucket), service, name)
             if buckets[key][5] >= last_seen:  # the bucket's newest event may be gone: look again
@@ -156,11 +205,10 @@ async def pseudonymize_chunk(conn: Connection, project: str, seqs: list[int], sa
 async def finish_user(conn: Connection, project: str, user_id: str, sessions: list[str], targets: list[str],
                       anonymize: bool, salt: str) -> int:  # fmt: skip
     """Snapshots, automation rows and deliveries in one transaction; the sessions removed whole
-    (anonymize: pseudonymized)."""
+    (anonymize: pseudonymized). Set-based: one statement per table, whatever the sessions."""
     async with transaction(conn):
         await conn.execute(DELETE_SNAPSHOT, project, "user", user_id)
-        if sessions:
-            await conn.executemany(DELETE_SNAPSHOT, [(project, "session", s) for s in sessions])
+        await conn.execute(DELETE_SESSION_SNAPSHOTS, project, sessions)
         await _automation_rows(conn, project, user_id, targets, anonymize, salt)
         named = set(targets)
         doomed = [i for i, body in await conn.fetch(SELECT_DELIVERIES, project) if d.delivery_names(body, user_id, named)]
@@ -168,7 +216,7 @@ async def finish_user(conn: Connection, project: str, user_id: str, sessions: li
             await conn.execute(DELETE_DELIVERIES, doomed)
         if anonymize:
             return len(sessions)
-        return sum([await conn.fetchval(ANY_SESSION_EVENT, project, s) is None for s in sessions])
+        return len(sessions) - len(await conn.fetch(SESSIONS_WITH_EVENTS, project, sessions))
 
 
 async def _automation_rows(conn: Connection, project: str, user_id: str, sessions: list[str], anonymize: bool,
@@ -177,16 +225,15 @@ async def _automation_rows(conn: Connection, project: str, user_id: str, session
         await conn.execute(numbered(d.DELETE_SCHEDULED_USER_ACTIONS), project, user_id)
         await conn.execute(numbered(d.PSEUDONYMIZE_USER_EXECUTIONS), project, user_id)
         await conn.execute(numbered(d.PSEUDONYMIZE_USER_ACTIONS), project, user_id)
-        for s in sessions:
-            await conn.execute(numbered(d.DELETE_SCHEDULED_SESSION_ACTIONS), project, s)
-            for statement in d.PSEUDONYMIZE_SESSION:
-                await conn.execute(numbered(statement), d.hashed_id(salt, s), project, s)
+        await conn.execute(DELETE_SCHEDULED_SESSIONS_ACTIONS, project, sessions)
+        pseudonyms = [d.hashed_id(salt, s) for s in sessions]
+        for statement in PSEUDONYMIZE_SESSIONS:
+            await conn.execute(statement, project, sessions, pseudonyms)
         return
     await conn.execute(numbered(d.DELETE_USER_EXECUTIONS), project, user_id)
     await conn.execute(numbered(d.DELETE_USER_ACTIONS), project, user_id)
-    for s in sessions:
-        for statement in (d.DELETE_SESSION_EXECUTIONS, d.DELETE_SESSION_ACTIONS, d.DELETE_SESSION_MARKS):
-            await conn.execute(numbered(statement), project, s)
+    for statement in DELETE_SESSIONS_ROWS:
+        await conn.execute(statement, project, sessions)
 
 
 async def _retention_chunk(conn: Connection, statement: str, params: tuple[Any, ...]) -> tuple[int, dict[str, int]]:
