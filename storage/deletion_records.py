@@ -294,8 +294,9 @@ class DeletionStore(Protocol):
         self, project: str, user_id: str, *, anonymize_only: bool, cascade: bool = True, salt: str = ""
     ) -> Removed:
         """Remove (or with ``anonymize_only`` pseudonymize with ``salt``) everything of ``user_id`` in
-        ``project`` as this module's doc says; exact counts. SQLite works in CHUNK-event writer
-        turns (each its own transaction); PostgreSQL in one transaction."""
+        ``project`` as this module's doc says; exact counts. Both backends work in chunks, each its own
+        transaction with its events' aggregates (500-event SQLite writer turns; 2,000 on PostgreSQL),
+        then one transaction for the snapshots and automation rows."""
 
     async def user_sessions(self, project: str, user_id: str) -> list[str]:
         """The distinct sessions that carried ``user_id`` in ``project`` (sorted)."""
