@@ -57,6 +57,11 @@ class ClusterBus(Protocol):
 
 OP_APPLY: Final = "apply"  # ApplyEvents: the reply is the actor's summary
 OP_VIEW: Final = "view"  # GetView: the reply is the actor's full view
+# Stop the actor without saving its snapshot (its data is being erased); the reply is true when the
+# node had an activation of the key. Sent to EVERY live node, not only the owner: during an
+# ownership move the previous owner may still hold a retiring activation that would save it.
+OP_FORGET: Final = "forget"
+FORGET_TIMEOUT_S: Final = 5.0  # per node: the activations it holds finish what they were doing
 
 
 class ForwardItem(msgspec.Struct, array_like=True):
@@ -246,6 +251,10 @@ class ActorRouter:
         """The owner's side of a forward: apply every item here and answer with the replies."""
         request = _decode_request(payload)
         self.served += 1
+        if request.items and all(item.op == OP_FORGET for item in request.items):
+            forgotten = await self._forget_here([(i.kind, i.project, i.ident) for i in request.items], request.timeout)
+            flags = [msgspec.Raw(b"true" if f else b"false") for f in forgotten]
+            return _encode(ForwardReply(replies=flags, errors=[None] * len(flags), moved=[False] * len(flags)))
         requests: list[tuple[ActorKey, Any]] = []
         mine: list[int] = []
         moved = [True] * len(request.items)
@@ -271,6 +280,46 @@ class ActorRouter:
             else:
                 replies[i] = msgspec.Raw(_encode(answer))
         return _encode(ForwardReply(replies=replies, errors=errors, moved=moved))
+
+    async def forget(self, keys: list[ActorKey], *, timeout: float = FORGET_TIMEOUT_S) -> int:  # noqa: ASYNC109
+        """Stop the actors of ``keys`` on every live node without saving them (OP_FORGET); returns
+        how many activations were stopped. A node that does not answer within ``timeout`` is
+        logged and skipped: it either died (its actors with it) or holds keys it will rebuild from
+        the log, which the caller erases next."""
+        if not keys:
+            return 0
+        forgotten = sum(await self._forget_here(keys, timeout))
+        if self.bus is None or not self.bus.connected:
+            return forgotten
+        payload = _encode(ForwardRequest(items=[ForwardItem(k, p, i, [], OP_FORGET) for k, p, i in keys],
+                                         timeout=timeout))  # fmt: skip
+        counts: list[int] = []
+
+        async def ask(node: str) -> None:
+            assert self.bus is not None
+            try:
+                reply = _decode_reply(await self.bus.call(node, payload, timeout=timeout + 1.0))
+            except Exception as exc:  # NodeUnreachable, BusUnavailable, RemoteError, a bad reply
+                log.warning("forget on %s failed (%s): %d actors may stay until it rebuilds", node, exc, len(keys))
+                return
+            counts.append(sum(bytes(r) == b"true" for r in reply.replies))
+
+        async with trio.open_nursery() as nursery:
+            for node in self.bus.live_nodes():
+                if node != self.bus.node_id:
+                    nursery.start_soon(ask, node)
+        return forgotten + sum(counts)
+
+    async def _forget_here(self, keys: list[ActorKey], timeout: float) -> list[bool]:  # noqa: ASYNC109
+        found = [False] * len(keys)
+
+        async def one(i: int) -> None:
+            found[i] = await self.actors.forget(keys[i], timeout=timeout)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(keys)):
+                nursery.start_soon(one, i)
+        return found
 
     async def view(self, key: ActorKey, *, timeout: float) -> Any:  # noqa: ASYNC109
         """The actor's current view, from its owner. Raises the ActorError that took its place."""

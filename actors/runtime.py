@@ -387,6 +387,25 @@ class ActorSystem:
             retired += 1
         return retired
 
+    async def forget(self, key: ActorKey, *, timeout: float) -> bool:  # noqa: ASYNC109 (a bound, not a deadline to pass on)
+        """Stop the actor of ``key`` WITHOUT saving its snapshot: its data is being erased, and a
+        snapshot written after the erasure would bring it back. Waits (at most ``timeout`` s) until
+        the activation is gone, including one that was already retiring and might be saving; True
+        if there was one. A later ask activates afresh from what the store still holds."""
+        found = False
+        cell = self._cells.get(key)
+        if cell is not None:
+            cell.discard_snapshot = True
+            self._begin_retire(cell)
+            found = True
+        retiring = self._retiring.get(key)
+        if retiring is not None:
+            retiring.discard_snapshot = True
+            found = True
+            with trio.move_on_after(timeout):
+                await retiring.finished.wait()
+        return found
+
     @property
     def closing(self) -> bool:
         """Draining or stopped: new asks fail with SystemClosed."""

@@ -48,6 +48,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _positive_seconds(value: str) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
 def _log_format(value: str) -> str:
     """Checked here rather than with ``choices``: argparse does not check a default against its
     choices, and the default may come from $PULSE_LOG_FORMAT."""
@@ -167,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-grace", type=_seconds, default=3.0,
                        help="seconds a node keeps cluster membership and its actors through a Redis outage "
                             "(default 3; bounded by the 3 s node TTL): a shorter blip rebuilds nothing")
+    serve.add_argument("--retention-interval", type=_positive_seconds,
+                       default=float(os.environ.get("PULSE_RETENTION_INTERVAL") or 3600.0),
+                       help="seconds between runs of the retention job, which also runs at start and removes "
+                            "events past their retention (default 3600; $PULSE_RETENTION_INTERVAL)")
 
     loadtest = commands.add_parser("loadtest", help="run a locust-style load test against a Pulse server")
     loadtest_cli.add_arguments(loadtest)
@@ -234,6 +245,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         redis_grace=args.redis_grace,
         trusted_proxies=args.trusted_proxies,
         sampling_latency_ms=args.sampling_latency_ms,
+        retention_interval=args.retention_interval,
     )
     problem = settings.cluster_problem()
     if problem:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,6 +29,10 @@ from server.suggestions import SuggestionCache
 from server.webhooks.service import WebhookService
 from server.workflow_scheduler import WorkflowScheduler
 from storage.base import Store
+
+if TYPE_CHECKING:  # these import this module
+    from server.privacy.deletion import DeletionCounters
+    from server.privacy.retention import RetentionJob
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Pulse:
     limits: RateLimiter = field(default_factory=RateLimiter)
     # adaptive sampling of low-value events under overload (actors/privacy/sampling.py)
     sampler: AdaptiveSampler = field(default_factory=AdaptiveSampler)
+    deletions: DeletionCounters | None = None  # this node's data erasures (server/privacy/deletion.py)
+    retention: RetentionJob | None = None  # the retention job (server/privacy/retention.py)
 
     def begin_shutdown(self) -> None:
         self.draining = True

@@ -281,6 +281,8 @@ async def performance(pulse: Pulse) -> dict[str, Any]:
         },
         "requests": {"total": metrics.requests, "4xx": metrics.responses_4xx, "5xx": metrics.responses_5xx},
         "drops": dict(metrics.drops),
+        "retention": pulse.retention.view() if pulse.retention is not None else None,
+        "deletions": pulse.deletions.view() if pulse.deletions is not None else None,
         "units": {
             "latency": "ms",
             "eventIngestionRate": "events accepted (stored or duplicate) per second over the last 60 s, or since start if shorter",

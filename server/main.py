@@ -43,8 +43,10 @@ from server.cors import Cors
 from server.edge import server as pulse_edge
 from server.edge import stock as stock_edge
 from server.edge.websocket import use_pulse_websockets
+from server.privacy.deletion import DeletionCounters
 from server.privacy.ingest_gate import sample as sample_events
 from server.privacy.policies import PolicyBook
+from server.privacy.retention import RetentionJob
 from server.settings import Settings
 from server.suggestions import SuggestionCache
 from server.uptime import LifetimeRecorder
@@ -248,6 +250,9 @@ async def _run_node(settings: Settings, task_status: trio.TaskStatus[list[str]])
         if bus is not None:  # each node refills its buckets at rate / live nodes (server/privacy/rate_limit.py)
             pulse.limits.nodes = lambda: len(bus.live_nodes()) or 1
         pipeline.sample = partial(sample_events, pulse)  # adaptive sampling, a project option
+        pulse.deletions = DeletionCounters()  # data erasures (server/privacy/deletion.py)
+        pulse.retention = RetentionJob(store, interval=settings.retention_interval, bus=bus)
+        await services.start(pulse.retention.run)  # at start, then every --retention-interval
         pulse.suggestions = SuggestionCache(store, transitions=insights.transitions)  # funnels from the journeys
         await services.start(pulse.suggestions.run)
         app = PulseApp(pulse)

@@ -759,6 +759,47 @@ def _operations_paths() -> dict[str, Schema]:
     }
 
 
+# -- data deletion (issue 14; server/privacy/deletion_routes.py) ------------------------------------------
+# The secret key (or open loopback access); a request acts on the key's project only.
+
+def _deletion_paths() -> dict[str, Schema]:
+    counts = _obj("events", "sessions", "profiles", events=INT, sessions=INT, profiles=INT)
+    record = _obj(
+        "deletionId", "userId", "status", "dataRemoved", "requestDate", "completionDate", "options",
+        deletionId=STR, userId=STR, status={"enum": ["processing", "completed", "failed"]}, dataRemoved=counts,
+        dataAnonymized=counts, requestDate=STR, completionDate=_nullable(STR), error=STR,
+        options=_obj("retentionOverride", "anonymizeOnly", "cascadeDelete",
+                     retentionOverride=BOOL, anonymizeOnly=BOOL, cascadeDelete=BOOL),
+    )
+    user = _path("userId", {"type": "string", "minLength": 1, "maxLength": 256, "pattern": NO_NUL})
+    flags = [
+        _query("retentionOverride", BOOL, "recorded; no effect: nothing in Pulse holds events back from an erasure"),
+        _query("anonymizeOnly", BOOL, "keep the events and statistics, strip the identity (default false)"),
+        _query("cascadeDelete", BOOL, "also the anonymous events of the user's sessions (default true)"),
+    ]
+    body = _json_body({"type": "object", "additionalProperties": False,
+                       "properties": {"retentionOverride": BOOL, "anonymizeOnly": BOOL, "cascadeDelete": BOOL}},
+                      required=False)  # fmt: skip
+    return {
+        "/api/v1/behavioral/data/{userId}": {
+            "delete": _op(
+                "Erase a user's data in the key's project: events, sessions, profile, live state, stream history, "
+                "queued deliveries and their share of the statistics (exact counts); the options as query "
+                "parameters or a JSON body", _json(record), errors=(400, 401, 403, 413, 503),
+                params=[user, *flags], body=body,
+            ),
+            "get": _op("The user's deletion requests, newest first (the latest at the top level)",
+                       _json({**record, "properties": {**record["properties"], "requests": {
+                           "type": "array", "items": record}}}), errors=(400, 401, 403, 404, 503),
+                       params=[user]),
+        },
+        "/api/v1/behavioral/data/deletions/{deletionId}": {"get": _op(
+            "One deletion request's status", _json(record), errors=(401, 403, 404, 503),
+            params=[_path("deletionId", {"type": "string", "minLength": 1})],
+        )},
+    }
+
+
 # -- triggers and webhooks (issue 13; docs/automation.md) ----------------------------------------------
 # Every route needs the secret key (or open loopback access) and acts on the key's project. Bodies are
 # described against the validators (actors/automation/definition.py, conditions.py, abtest.py,
@@ -1456,7 +1497,7 @@ def document() -> bytes:
     paths = {**_ingest_paths(), **_compat_paths(), **_stream_paths(), **_query_paths(), **_insight_paths(),
              **_operations_paths(), **_trigger_paths(), **_webhook_paths(),
              **_workflow_paths(), **_approval_paths(), **_integration_paths(), **_identity_paths(),
-             **_consent_paths()}
+             **_consent_paths(), **_deletion_paths()}
     doc = {
         "openapi": "3.1.0",
         "info": {

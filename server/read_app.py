@@ -32,7 +32,7 @@ from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
 from server.openapi import DOCS_HTML, document
-from server.privacy import consent_routes
+from server.privacy import consent_routes, deletion_routes
 from server.prometheus import exposition, registry_for
 from server.webhooks import routes as webhook_routes
 from storage.base import StoreError
@@ -163,6 +163,7 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     integration_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/integration (docs/automation.md)
     workflow_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/automation/workflows
     identity_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/cross-device
+    deletion_routes.register(app, pulse, access, json_response)  # /api/v1/behavioral/data (docs/privacy.md)
 
     @app.get("/api/v1/behavioral/sessions/<session_id>")
     async def session_state(session_id: str) -> Response:

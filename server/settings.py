@@ -79,6 +79,8 @@ class Settings:
     # --sampling-latency-ms / $PULSE_SAMPLING_LATENCY_MS: mean ingest latency over a second above
     # which the node counts as overloaded for adaptive sampling (actors/privacy/sampling.py)
     sampling_latency_ms: float = 250.0
+    # Seconds between two runs of the retention job (server/privacy/retention.py); it also runs at start.
+    retention_interval: float = 3600.0
 
     @property
     def storage_name(self) -> str:
@@ -116,6 +118,8 @@ class Settings:
         ):
             if os.environ.get(name):
                 setattr(settings, attr, float(os.environ[name]))
+        if "retention_interval" not in overrides and os.environ.get("PULSE_RETENTION_INTERVAL"):
+            settings.retention_interval = float(os.environ["PULSE_RETENTION_INTERVAL"])
         for name, attr in (("PULSE_DATABASE_URL", "database_url"), ("PULSE_REDIS_URL", "redis_url")):
             if getattr(settings, attr) is None and os.environ.get(name):
                 setattr(settings, attr, os.environ[name])

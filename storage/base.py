@@ -16,6 +16,7 @@ import msgspec
 from protocol.record import AppendOutcome, Event
 from storage.approval_records import ApprovalStore
 from storage.consent_records import ConsentStore
+from storage.deletion_records import DeletionStore
 from storage.identity_records import IdentityStore
 from storage.policy_records import PolicyStore
 from storage.trigger_records import TriggerStore
@@ -178,7 +179,7 @@ class History(msgspec.Struct, frozen=True):
     events: list[Event]
 
 
-class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, PolicyStore, IdentityStore, ConsentStore, Protocol):
+class Store(TriggerStore, WebhookStore, WorkflowStore, ApprovalStore, PolicyStore, IdentityStore, ConsentStore, DeletionStore, Protocol):
     # lifecycle -----------------------------------------------------------------------------------
     async def run(self, *, task_status: object = ...) -> None:
         """Open the backend, run the group-commit writer until cancelled, then flush and close."""

@@ -63,6 +63,7 @@ from storage.history_reads import HistoryReads
 from storage.pg_bridge import Connection, Database, transaction
 from storage.postgres_approvals import PostgresApprovalMethods
 from storage.postgres_consent import PostgresConsentMethods
+from storage.postgres_deletion import PostgresDeletionMethods
 from storage.postgres_identity import PostgresIdentityMethods
 from storage.postgres_policies import PostgresPolicyMethods
 from storage.postgres_triggers import PostgresTriggerMethods
@@ -112,7 +113,7 @@ async def _after(previous: _Turn | None, *, committed: bool) -> None:
 
 
 class PostgresStore(PostgresTriggerMethods, PostgresWebhookMethods, PostgresWorkflowMethods, PostgresApprovalMethods,
-                    PostgresPolicyMethods, PostgresIdentityMethods, PostgresConsentMethods, WriteQueueFront):
+                    PostgresPolicyMethods, PostgresIdentityMethods, PostgresConsentMethods, PostgresDeletionMethods, WriteQueueFront):
     """The Store on a PostgreSQL database shared by any number of nodes.
 
     ``dsn``: a libpq URL (``postgresql://user:password@host:port/dbname``). ``pool_size``: the most

@@ -20,6 +20,7 @@ from typing import Final
 from storage import (
     approvals_schema,
     consent_schema,
+    deletion_schema,
     identity_schema,
     policy_schema,
     triggers_schema,
@@ -183,7 +184,8 @@ _V3: Final = (triggers_schema.POSTGRES_DDL + webhooks_schema.POSTGRES_DDL + work
 # Privacy and identity (issue 14): project policies, event expiry, consent, deletion, identity.
 _V4: Final = (policy_schema.POSTGRES_DDL
        + identity_schema.POSTGRES_DDL
-       + consent_schema.POSTGRES_DDL)
+       + consent_schema.POSTGRES_DDL
+       + deletion_schema.POSTGRES_DDL)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -86,6 +86,8 @@ RECONNECT_CAP_S: Final = 2.0
 GAP_FILL_PAGE: Final = 1000
 MAX_TRACKED_CHANNELS: Final = 10_000  # channels whose last delivered id is kept for gap filling
 DEFAULT_STREAM_MAX_BYTES: Final = 64 * 1024 * 1024  # payload bytes kept per stream
+PURGE_PAGE: Final = 500  # stream entries read per XRANGE by purge()
+PURGE_TIME_LIMIT_S: Final = 30.0
 
 # KEYS[i] = stream of entry i, KEYS[n+i] = its byte-offset hash; ARGV[1] = maxlen, ARGV[2] = n,
 # ARGV[3] = max payload bytes per stream, ARGV[3+i] = payload i, ARGV[3+n+i] = pub/sub channel of
@@ -266,6 +268,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _payload(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def _int(value: Any) -> int:
     """A counter read from Redis (None when the key does not exist)."""
     return 0 if value is None else int(value)
@@ -439,6 +445,32 @@ class RedisBus:
         if not raw:
             raise StreamTrimmed(channel, anchor_id, _text(oldest))
         return [(_text(stream_id), fields[1] if fields else b"") for stream_id, fields in raw]
+
+    async def purge(self, channel: str, matches: Callable[[bytes], bool], *, page: int = PURGE_PAGE,
+                    time_limit_s: float = PURGE_TIME_LIMIT_S) -> int:  # fmt: skip
+        """XDEL every retained entry of ``channel``'s stream whose payload ``matches`` (a data
+        deletion: the entries that carry an erased user), reading the stream in pages of ``page``
+        with XRANGE. Returns how many were deleted; BusUnavailable when Redis is down or the whole
+        scan takes longer than ``time_limit_s`` (the stream is bounded by stream_maxlen and
+        stream_max_bytes, so it is not expected to). Entries appended meanwhile are scanned too."""
+        link = self._connected_link()
+        key = self._stream_prefix + channel
+        deleted, start = 0, "-"
+        try:
+            with trio.fail_after(time_limit_s):
+                while True:
+                    entries = await link.commands.xrange(key, start, "+", count=page)
+                    doomed = [e.identifier for e in entries if matches(_payload(e.field_values.get(b"p", b"")))]
+                    if doomed:
+                        deleted += await link.commands.xdel(key, doomed)
+                    if len(entries) < page:
+                        return deleted
+                    start = "(" + _text(entries[-1].identifier)
+        except trio.TooSlowError:
+            raise BusUnavailable(f"purging {channel!r} took longer than {time_limit_s} s") from None
+        except LINK_ERRORS as exc:
+            self._fail_link_if_broken(exc)
+            raise BusUnavailable(f"purging {channel!r} failed: {describe(exc)}") from None
 
     def _connected_link(self) -> Link:
         link = self._link

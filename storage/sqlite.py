@@ -57,6 +57,7 @@ from storage.base import (
 from storage.history_reads import HistoryReads
 from storage.sqlite_approvals import SqliteApprovalMethods
 from storage.sqlite_consent import SqliteConsentMethods
+from storage.sqlite_deletion import SqliteDeletionMethods, seq_floor
 from storage.sqlite_identity import SqliteIdentityMethods
 from storage.sqlite_policies import SqlitePolicyMethods
 from storage.sqlite_triggers import SqliteTriggerMethods
@@ -163,7 +164,7 @@ def _open_reader(path: pathlib.Path) -> sqlite3.Connection:
 
 
 class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, SqliteWorkflowMethods, SqliteApprovalMethods,
-                  SqlitePolicyMethods, SqliteIdentityMethods, SqliteConsentMethods, WriteQueueFront):
+                  SqlitePolicyMethods, SqliteIdentityMethods, SqliteConsentMethods, SqliteDeletionMethods, WriteQueueFront):
     """The Store on an embedded SQLite database in ``data_dir``.
 
     ``synchronous`` is SQLite's PRAGMA synchronous: FULL (default) fsyncs the WAL at every commit,
@@ -229,7 +230,8 @@ class SqliteStore(SqliteTriggerMethods, SqliteWebhookMethods, SqliteWorkflowMeth
         try:
             _configure_writer(conn, self._synchronous)
             sql.migrate(conn)
-            self._next_seq = conn.execute(sql.SELECT_MAX_SEQ).fetchone()[0] + 1
+            # never below a deletion's floor: a deleted event's seq is not handed out again
+            self._next_seq = max(conn.execute(sql.SELECT_MAX_SEQ).fetchone()[0], seq_floor(conn)) + 1
             self._default = _ensure_project(conn, DEFAULT_PROJECT)
         except BaseException:
             conn.close()

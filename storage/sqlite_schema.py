@@ -18,6 +18,7 @@ from protocol.record import Event
 from storage import (
     approvals_schema,
     consent_schema,
+    deletion_schema,
     identity_schema,
     policy_schema,
     triggers_schema,
@@ -137,7 +138,8 @@ _V3: Final = (triggers_schema.SQLITE_DDL + webhooks_schema.SQLITE_DDL + workflow
 # Privacy and identity (issue 14): project policies, event expiry, consent, deletion, identity.
 _V4: Final = (policy_schema.SQLITE_DDL
        + identity_schema.SQLITE_DDL
-       + consent_schema.SQLITE_DDL)
+       + consent_schema.SQLITE_DDL
+       + deletion_schema.SQLITE_DDL)
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
