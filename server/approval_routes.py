@@ -44,10 +44,11 @@ from actors.automation.approval import (
     parse_threshold,
 )
 from actors.automation.definition import GATED_STATUSES, TriggerDef, public_status
-from protocol.errors import InvalidInput, TooLarge
+from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from server import trigger_routes
 from server.context import Pulse
+from server.json_body import json_object
 from storage.approval_records import APPROVED, PENDING, REJECTED, Approval, Decision
 
 BASE: Final = "/api/v1/behavioral/hitl"
@@ -70,21 +71,6 @@ _json = msgspec.json.Encoder()
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def _body() -> Any:
-    raw = await request.get_data()
-    if len(raw) > MAX_BODY:
-        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
-        raise InvalidInput("$", "a JSON object is required")
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("$", f"malformed json: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("$", "must be a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], key: str, limit: int, default: str | None = None) -> str | None:
@@ -258,7 +244,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     async def request_approval() -> Response:
         granted = await access()
         project = granted.project.id
-        body = await _body()
+        body = await json_object(MAX_BODY)
         unknown = sorted(set(body) - REQUEST_KEYS)
         if unknown:
             raise InvalidInput(f"$.{unknown[0]}", f"unknown key; an approval request has {', '.join(sorted(REQUEST_KEYS))}")
@@ -335,7 +321,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         row = None if len(approval_id) > MAX_ID else await pulse.store.get_approval(project, approval_id)
         if row is None:
             return not_found(approval_id)
-        body = await _body()
+        body = await json_object(MAX_BODY)
         unknown = sorted(set(body) - DECISION_KEYS)
         if unknown:
             raise InvalidInput(f"$.{unknown[0]}", "unknown key; a decision has decision, conditions, approver")
@@ -372,7 +358,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     @app.put(f"{BASE}/settings")
     async def put_settings() -> Response:
         granted = await access()
-        body = await _body()
+        body = await json_object(MAX_BODY)
         unknown = sorted(set(body) - {"expectedReachThreshold"})
         if unknown:
             raise InvalidInput(f"$.{unknown[0]}", "unknown key; settings have expectedReachThreshold")

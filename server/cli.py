@@ -15,7 +15,6 @@ from typing import Any
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import msgspec  # noqa: E402
 import trio  # noqa: E402
 
 from loadtest import cli as loadtest_cli  # noqa: E402
@@ -291,13 +290,13 @@ async def _put_policy(store: Store, project_id: str, changes: dict[str, object])
     current = (await store.project_policies()).get(project_id, DEFAULT_POLICY)
     if not changes:
         return current
-    return await store.put_project_policy(project_id, patched(current, msgspec.json.encode(changes)),
+    return await store.put_project_policy(project_id, patched(current, changes),
                                           time.time_ns() // 1_000_000)
 
 
 async def _create_project(store: Store, args: argparse.Namespace) -> tuple[Any, ProjectPolicy | None]:
     changes = _policy_changes(args)
-    patched(DEFAULT_POLICY, msgspec.json.encode(changes))  # refuse a bad value before creating
+    patched(DEFAULT_POLICY, changes)  # refuse a bad value before creating
     project = await store.create_project(args.name)
     return project, (await _put_policy(store, project.id, changes) if changes else None)
 

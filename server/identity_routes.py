@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 import trio
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 
 from actors.identity.continuity import EVENT_SAMPLE, facts_of, link_figures
@@ -31,9 +31,10 @@ from actors.identity.directory import IdentityDirectory
 from actors.identity.graph import Side, check_link
 from actors.payload import UNKNOWN_DEVICE
 from actors.runtime import ActorError
-from protocol.errors import InvalidInput, TooLarge
+from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from server.context import Pulse
+from server.json_body import json_object
 from storage.base import EventFilter
 from storage.identity_records import IdentityLink
 
@@ -62,21 +63,6 @@ class LinkRequest(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     confidence: float | None
     evidence: list[str]
-
-
-async def _body() -> dict[str, Any]:
-    raw = await request.get_data()
-    if len(raw) > MAX_BODY:
-        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
-        raise InvalidInput("$", "a JSON object is required")
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("$", f"malformed json: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("$", "must be a JSON object")
-    return body
 
 
 def _ident(body: dict[str, Any], key: str) -> str:
@@ -166,7 +152,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     async def link_sessions() -> Response:
         granted = await access()
         project = granted.project.id
-        wanted = parse_link(await _body())
+        wanted = parse_link(await json_object(MAX_BODY))
         found = await views([("session", project, wanted.primary), ("session", project, wanted.secondary)])
         for field, view in zip(("primarySessionId", "secondarySessionId"), found, strict=True):
             if isinstance(view, ActorError):

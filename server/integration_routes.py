@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-import msgspec
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
 
-from protocol.errors import InvalidInput, TooLarge
 from server import integrations
 from server.context import Pulse
+from server.json_body import json_object
 
 BASE: Final = "/api/v1/behavioral/integration"
 MAX_BODY: Final = 64 * 1024
@@ -32,11 +31,5 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     @app.post(f"{BASE}/sync")
     async def integration_sync() -> Response:
         granted = await access()
-        raw = await request.get_data()
-        if len(raw) > MAX_BODY:
-            raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
-        try:
-            body = msgspec.json.decode(raw) if raw.strip() else {}
-        except msgspec.DecodeError as exc:
-            raise InvalidInput("$", f"malformed json: {exc}") from None
+        body = await json_object(MAX_BODY, allow_empty=True)
         return json_response(await integrations.sync(pulse, granted.project.id, body))

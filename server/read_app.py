@@ -31,6 +31,7 @@ from server import (
 from server.auth import Access, AuthError, authenticate, key_from, require_read
 from server.context import Pulse
 from server.health import health, performance
+from server.json_body import json_object
 from server.openapi import DOCS_HTML, document
 from server.privacy import consent_routes, deletion_routes
 from server.prometheus import exposition, registry_for
@@ -39,6 +40,7 @@ from storage.base import StoreError
 
 log = logging.getLogger("pulse.http")
 _json = msgspec.json.Encoder()
+MAX_POLICY_BODY: Final = 16 * 1024  # PATCH /api/admin/projects/{id}/policy
 LIVE_VIEW_TIMEOUT_S: Final = 5.0
 
 
@@ -240,7 +242,7 @@ def create_read_app(pulse: Pulse) -> QuartTrio:
     @app.patch("/api/admin/projects/<project_id>/policy")
     async def patch_policy(project_id: str) -> Response:
         project = await admin_project(project_id)
-        stored = await pulse.policies.patch(project, await request.get_data(), int(time.time() * 1000))
+        stored = await pulse.policies.patch(project, await json_object(MAX_POLICY_BODY), int(time.time() * 1000))
         return json_response(policy_view(stored))
 
     @app.get("/openapi.json")

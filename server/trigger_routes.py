@@ -43,10 +43,11 @@ from actors.automation.engine import Fired, notification_personalization
 from actors.automation.index import CompiledTrigger
 from actors.automation.performance import performance, variant_data
 from actors.hub import KIND_TRIGGER, Attrs
-from protocol.errors import InvalidInput, TooLarge
+from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from server import approval_routes
 from server.context import Pulse
+from server.json_body import json_object
 from storage.trigger_records import TriggerRow
 
 BASE: Final = "/api/v1/behavioral/triggers"
@@ -96,20 +97,6 @@ def view(trigger: TriggerDef, now: int) -> dict[str, Any]:
     return body
 
 
-async def _json_body(*, allow_empty: bool = False) -> Any:
-    raw = await request.get_data()
-    if len(raw) > MAX_BODY:
-        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
-        if allow_empty:
-            return {}
-        raise InvalidInput("$", "a JSON object is required")
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("$", f"malformed json: {exc}") from None
-
-
 def _integral(body: Any, key: str) -> Any:
     """JSON does not tell 30 from 30.0: an integral number where an integer is expected is one."""
     if isinstance(body, dict):
@@ -154,7 +141,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
     async def create_trigger() -> Response:
         granted = await access()
         project = granted.project.id
-        body = _integral(await _json_body(), "cooldownSeconds")
+        body = _integral(await json_object(MAX_BODY), "cooldownSeconds")
         now = now_ms()
         trigger = parse_trigger(body, "trigger_" + secrets.token_hex(8), now)
         if len(await pulse.store.list_triggers(project)) >= MAX_TRIGGERS:
@@ -192,7 +179,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         previous = await load(granted.project.id, trigger_id)
         if previous is None:
             return not_found(trigger_id)
-        body = _integral(await _json_body(), "cooldownSeconds")
+        body = _integral(await json_object(MAX_BODY), "cooldownSeconds")
         held = previous.status in GATED_STATUSES
         if held and isinstance(body, dict) and "status" in body:
             raise InvalidInput("$.status", f"the trigger is {previous.status}: only an approval decision changes that",
@@ -222,7 +209,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         trigger = await load(granted.project.id, trigger_id)
         if trigger is None:
             return not_found(trigger_id)
-        body = _integral(await _json_body(), "timestamp")
+        body = _integral(await json_object(MAX_BODY), "timestamp")
         if not isinstance(body, dict):
             raise InvalidInput("$", "must be a JSON object {context, sessionId?, timestamp?}")
         context_body = body.get("context", body)
@@ -243,7 +230,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         trigger = await load(project, trigger_id)
         if trigger is None:
             return not_found(trigger_id)
-        body = await _json_body()
+        body = await json_object(MAX_BODY)
         session_id, user_id, context = _execute_body(body)
         now = now_ms()
         status = public_status(trigger, now)
@@ -329,7 +316,7 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
         trigger = await load(project, trigger_id)
         if trigger is None:
             return not_found(trigger_id)
-        variants, split = abtest.parse_test(await _json_body(), trigger.actions)
+        variants, split = abtest.parse_test(await json_object(MAX_BODY), trigger.actions)
         now = now_ms()
         test = ABTest(test_id="abt_" + secrets.token_hex(8), variants=variants, traffic_split=split, created=now)
         replaced = trigger.ab_test.test_id if trigger.ab_test is not None else None

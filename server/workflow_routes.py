@@ -33,7 +33,8 @@ from actors.automation.workflows import WORKFLOW_PREFIX, WorkflowDef, parse_work
 from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from server import approval_routes
-from server.trigger_routes import _json_body
+from server.json_body import json_object
+from server.trigger_routes import MAX_BODY
 from storage.workflow_records import ACTION_STATUSES, ScheduledAction, WorkflowRow
 
 BASE: Final = "/api/v1/behavioral/automation/workflows"
@@ -157,7 +158,7 @@ def register(app: Any, pulse: Any, access: Callable[[], Awaitable[Any]], json_re
     async def create_workflow() -> Response:
         granted = await access()
         project = granted.project.id
-        body = await _json_body()
+        body = await json_object(MAX_BODY)
         now = now_ms()
         workflow = parse_workflow(body, WORKFLOW_PREFIX + secrets.token_hex(8), "test_" + secrets.token_hex(8), now)
         if len(await pulse.store.list_workflows(project)) >= MAX_WORKFLOWS:

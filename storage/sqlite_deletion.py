@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from storage import deletion_records as d
 from storage.deletion_records import DeletionRecord, Gone, Removed
+from storage.sqlite_transaction import transaction
 
 _T = TypeVar("_T")
 # Events per writer turn. Each turn is a transaction that appends queued behind it wait for:
@@ -71,18 +72,6 @@ def seq_floor(conn: sqlite3.Connection) -> int:
     """The highest seq handed out before a deletion (0: none); the store numbers events above it."""
     row = conn.execute(SELECT_FLOOR).fetchone()
     return 0 if row is None else int(row[0])
-
-
-def _transaction(conn: sqlite3.Connection, work: Callable[[], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
 
 
 def subtract(conn: sqlite3.Connection, num: int, project: str, gone: list[Gone] | list[Any]) -> None:
@@ -146,7 +135,7 @@ class _UserJob:
                 _delete_rows(conn, self.num, self.project, rows)
             return len(rows)
 
-        done = _transaction(conn, work)
+        done = transaction(conn, work)
         self.events += done
         return done
 
@@ -184,7 +173,7 @@ class _UserJob:
                 )
             return Removed(self.events, sessions, int(self.had_profile or self.events > 0))
 
-        return _transaction(conn, work)
+        return transaction(conn, work)
 
 
 def _expired_turn(conn: sqlite3.Connection, num_of: Num, now_ms: int, retention: dict[str, int],
@@ -210,7 +199,7 @@ def _expired_turn(conn: sqlite3.Connection, num_of: Num, now_ms: int, retention:
             conn.execute(RAISE_FLOOR, (next_seq - 1,))
         return dict(removed)
 
-    return _transaction(conn, work)
+    return transaction(conn, work)
 
 
 class SqliteDeletionMethods:

@@ -10,21 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from storage import identity_records as r
 from storage.identity_records import IdentityGraphRows, IdentityLink, LinkWrite
+from storage.sqlite_transaction import transaction
 
 _T = TypeVar("_T")
-
-
-def _transaction(conn: sqlite3.Connection, work: Callable[[], _T]) -> _T:
-    """The writer connection autocommits; the statements of one change get one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
 
 
 def _version(conn: sqlite3.Connection, project: str) -> int:
@@ -46,7 +34,7 @@ def add_link(conn: sqlite3.Connection, link: IdentityLink, expected_version: int
         conn.execute(r.INSERT_LINK, r.insert_params(link))
         return LinkWrite(written=True, version=expected_version + 1)
 
-    return _transaction(conn, work)
+    return transaction(conn, work)
 
 
 def remove_link(conn: sqlite3.Connection, project: str, linking_id: str) -> IdentityLink | None:
@@ -58,7 +46,7 @@ def remove_link(conn: sqlite3.Connection, project: str, linking_id: str) -> Iden
         conn.execute(r.BUMP_VERSION, (project,))
         return r.link_of(found)
 
-    return _transaction(conn, work)
+    return transaction(conn, work)
 
 
 def read_graph(conn: sqlite3.Connection, project: str) -> IdentityGraphRows:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from storage import trigger_records as t
+from storage.sqlite_transaction import transaction
 from storage.trigger_records import Execution, SessionMark, TriggerRow, VariantCounts
 
 _T = TypeVar("_T")
@@ -19,19 +20,6 @@ def save_trigger(conn: sqlite3.Connection, row: TriggerRow) -> None:
     conn.execute(t.UPSERT_TRIGGER, msgspec.structs.astuple(row))
 
 
-def _transaction(conn: sqlite3.Connection, work: Callable[[], _T]) -> _T:
-    """The writer connection autocommits; several statements that belong together get one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
 def delete_trigger(conn: sqlite3.Connection, project: str, trigger_id: str) -> bool:
     def work() -> bool:  # the definition and everything recorded about it
         deleted = conn.execute(t.DELETE_TRIGGER[0], (project, trigger_id)).rowcount
@@ -39,7 +27,7 @@ def delete_trigger(conn: sqlite3.Connection, project: str, trigger_id: str) -> b
             conn.execute(statement, (project, trigger_id))
         return deleted > 0
 
-    return _transaction(conn, work)
+    return transaction(conn, work)
 
 
 def get_trigger(conn: sqlite3.Connection, project: str, trigger_id: str) -> TriggerRow | None:
@@ -60,7 +48,7 @@ def record_activity(conn: sqlite3.Connection, marks: list[SessionMark], executio
         if executions:
             conn.executemany(t.INSERT_EXECUTION, [t.execution_params(e) for e in executions])
 
-    _transaction(conn, work)
+    transaction(conn, work)
 
 
 def session_marks(conn: sqlite3.Connection, project: str, session_id: str) -> list[SessionMark]:

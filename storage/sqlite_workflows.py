@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from storage import workflow_records as w
+from storage.sqlite_transaction import transaction
 from storage.workflow_records import ActionClaim, NewAction, ScheduledAction, WorkflowRow
 
 _T = TypeVar("_T")
@@ -25,18 +26,6 @@ RETURNING {w.ACTION_COLUMNS}
 """
 
 
-def _transaction(conn: sqlite3.Connection, work: Callable[[], _T]) -> _T:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        out = work()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return out
-
-
 def save_workflow(conn: sqlite3.Connection, row: WorkflowRow) -> None:
     conn.execute(w.UPSERT_WORKFLOW, (row.project, row.workflow_id, row.status, row.created_ms, row.updated_ms, row.body,
                                      row.approval))
@@ -49,7 +38,7 @@ def delete_workflow(conn: sqlite3.Connection, project: str, workflow_id: str) ->
             conn.execute(statement, (project, workflow_id))
         return bool(deleted)
 
-    return _transaction(conn, work)
+    return transaction(conn, work)
 
 
 def set_status(conn: sqlite3.Connection, project: str, workflow_id: str, status: str, approval: str | None) -> bool:
@@ -58,7 +47,7 @@ def set_status(conn: sqlite3.Connection, project: str, workflow_id: str, status:
 
 def schedule(conn: sqlite3.Connection, rows: list[NewAction]) -> int:
     before = conn.total_changes
-    _transaction(conn, lambda: conn.executemany(w.INSERT_ACTION, [w.new_action_params(r) for r in rows]))
+    transaction(conn, lambda: conn.executemany(w.INSERT_ACTION, [w.new_action_params(r) for r in rows]))
     return conn.total_changes - before
 
 

@@ -29,10 +29,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from actors.privacy.consent import ConsentBook, new_consent_id
-from protocol.errors import InvalidInput, TooLarge
+from protocol.errors import InvalidInput
 from protocol.normalize import iso_ms
 from protocol.privacy import CATEGORIES
 from server.context import Pulse
+from server.json_body import decode_object
 from server.params import int_param
 from storage.consent_records import (
     ALL_GRANTED,
@@ -98,20 +99,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _object(raw: bytes | str) -> dict[str, Any]:
-    if len(raw) > MAX_BODY:
-        raise TooLarge("$", f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
-        raise InvalidInput("$", "a JSON object is required")
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput("$", f"malformed json: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("$", "must be a JSON object")
-    return body
-
-
 def _text(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
@@ -155,7 +142,7 @@ def _granular(value: Any) -> int:
 
 def parse_consent(project: str, raw: bytes | str, received_ms: int) -> ConsentRow:
     """A consent change from a POST body (InvalidInput naming the field when it is not valid)."""
-    body = _object(raw)
+    body = decode_object(raw, MAX_BODY)
     for key in body:
         if key not in KEYS:
             raise InvalidInput(f"$.{key}", f"unknown field; known: {list(KEYS)!r}")

@@ -37,9 +37,9 @@ class PolicyBook:
             return policy
         return await self._put(project, with_salt(policy))
 
-    async def patch(self, project: str, body: bytes | str, now_ms: int) -> ProjectPolicy:
-        """Apply a PATCH body (InvalidInput for a bad field) and store the result."""
-        return await self._put(project, patched(self.get(project), body), now_ms)
+    async def patch(self, project: str, changes: dict[str, Any], now_ms: int) -> ProjectPolicy:
+        """Apply a PATCH body's changes (InvalidInput for a bad field) and store the result."""
+        return await self._put(project, patched(self.get(project), changes), now_ms)
 
     async def _put(self, project: str, policy: ProjectPolicy, now_ms: int | None = None) -> ProjectPolicy:
         stored: ProjectPolicy = await self._store.put_project_policy(

@@ -24,15 +24,15 @@ async def test_a_policy_is_stored_and_its_salt_never_changes(store: Store) -> No
 
 def test_a_patch_names_the_bad_field() -> None:
     with pytest.raises(InvalidInput) as bad:
-        patched(DEFAULT_POLICY, b'{"rateLimit": -1}')
+        patched(DEFAULT_POLICY, {"rateLimit": -1})
     assert bad.value.field == "$.rateLimit"
     with pytest.raises(InvalidInput) as unknown:
-        patched(DEFAULT_POLICY, b'{"rateLimits": 5}')
+        patched(DEFAULT_POLICY, {"rateLimits": 5})
     assert unknown.value.field == "$.rateLimits"
     with pytest.raises(InvalidInput) as consent:
-        patched(DEFAULT_POLICY, b'{"consentDefault": "maybe"}')
+        patched(DEFAULT_POLICY, {"consentDefault": "maybe"})
     assert consent.value.field == "$.consentDefault"
-    assert patched(DEFAULT_POLICY, b'{"retentionDays": 30, "adaptiveSampling": true}') == ProjectPolicy(
+    assert patched(DEFAULT_POLICY, {"retentionDays": 30, "adaptiveSampling": True}) == ProjectPolicy(
         retention_days=30, adaptive_sampling=True
     )
 
