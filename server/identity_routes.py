@@ -2,7 +2,8 @@
 
 Every route needs the project's secret key (or open loopback access): linking decides whose stream
 a device's activity reaches, so a public write key (a browser) may not do it. Sessions and users
-belong to the key's project: another project's session or user is unknown here (404).
+belong to the key's project: another project's session or user is unknown here (a session named in
+a link body: 400 naming the field; a user or link in the path: 404).
 
 POST   /api/v1/behavioral/cross-device/link                 link two sessions (seed body and answer)
 DELETE /api/v1/behavioral/cross-device/link/{linkingId}     undo a link
@@ -159,7 +160,10 @@ def register(app: QuartTrio, pulse: Pulse, access: Callable[[], Awaitable[Any]],
                 return failure(503, "live_state_unavailable", str(view))
             if not view.event_count:
                 session = wanted.primary if field == "primarySessionId" else wanted.secondary
-                return failure(404, "not_found", f"no events for session {session!r} in this project", f"$.{field}")
+                # input naming a session this project does not have (another project's are never
+                # linked, nor told apart from unknown ones): a 400 naming the field, as the issue asks
+                return failure(400, "unknown_session", f"no events for session {session!r} in this project",
+                               f"$.{field}")
         primary = facts_of(found[0], await newest_events(project, wanted.primary))
         secondary = facts_of(found[1], await newest_events(project, wanted.secondary))
         figures = link_figures(primary, secondary)

@@ -1429,7 +1429,7 @@ def _identity_paths() -> dict[str, Schema]:
                             "items": _text(identity_routes.MAX_EVIDENCE_TEXT, min_length=1, no_nul=True)}),
     )
     link_body.update(additionalProperties=False, description=(
-        "two sessions of this project with events (404 names the unknown one), different from each other (400); "
+        "two sessions of this project with events (400 names an unknown one), different from each other (400); "
         "409 when a merge guard refuses: two identified users, an anonymous device already linked to another "
         "user, or a user past its linked sessions or devices"))
     figure = _nullable({"type": "number", "minimum": 0, "maximum": 1})

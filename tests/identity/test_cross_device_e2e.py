@@ -194,7 +194,7 @@ async def test_a_user_may_link_at_most_ten_devices(client: httpx.AsyncClient) ->
     assert error["code"] == "too_many_devices" and "11 devices" in error["reason"] and "at most 10" in error["reason"]
 
 
-async def test_bad_input_is_400_and_unknown_sessions_404(client: httpx.AsyncClient) -> None:
+async def test_bad_input_and_unknown_sessions_are_400_and_unknown_users_404(client: httpx.AsyncClient) -> None:
     at = now_ms() - 60_000
     await send(client, browse("v-1", at, ["/"], user="val"))
     cases: list[tuple[Any, str]] = [
@@ -216,10 +216,10 @@ async def test_bad_input_is_400_and_unknown_sessions_404(client: httpx.AsyncClie
     assert malformed.status_code == 400 and malformed.json()["error"]["field"] == "$"
 
     unknown = await link(client, "v-1", "never-seen")
-    assert unknown.status_code == 404
+    assert unknown.status_code == 400
     assert unknown.json()["error"]["field"] == "$.secondarySessionId" and "never-seen" in unknown.json()["error"]["reason"]
     unknown = await link(client, "never-seen", "v-1")
-    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "$.primarySessionId"
+    assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "$.primarySessionId"
     assert (await client.get(f"{BASE}/sync/nobody")).status_code == 404
     assert (await client.delete(f"{BASE}/link/link_0000")).status_code == 404
 
@@ -241,7 +241,7 @@ async def test_another_projects_sessions_and_users_are_unknown(keyed_server: Ser
         await send(other, browse("o-1", now_ms() - 60_000, ["/"], user="olga"))
         assert (await other.get(f"{BASE}/sync/pat")).status_code == 404
         crossing = await link(other, "o-1", "p-phone")
-        assert crossing.status_code == 404 and crossing.json()["error"]["field"] == "$.secondarySessionId"
+        assert crossing.status_code == 400 and crossing.json()["error"]["field"] == "$.secondarySessionId"
         assert (await other.delete(f"{BASE}/link/{linking_id}")).status_code == 404
     async with httpx.AsyncClient(base_url=keyed_server.url, timeout=10, headers=secret) as owner:
         sync = (await owner.get(f"{BASE}/sync/pat")).json()
