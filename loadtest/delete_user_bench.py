@@ -2,6 +2,7 @@
 
     .venv/bin/python -m loadtest.delete_user_bench --data-dir /tmp/pulse-delete-bench -n 100000
     .venv/bin/python -m loadtest.delete_user_bench --database-url postgresql://... -n 100000
+    .venv/bin/python -m loadtest.delete_user_bench -n 100000 --retention-days 7     (the retention job)
 
 Fills a fresh store with ``-n`` events of one user over ``--sessions`` sessions (plus as many
 anonymous events in those sessions as ``--anonymous``, and ``--others`` events of other users), then
@@ -90,11 +91,18 @@ async def bench(store: Store, args: argparse.Namespace) -> None:
         stop = trio.Event()
         nursery.start_soon(probe, store, project, waits, stop)
         began = time.perf_counter()
-        removed = await store.delete_user_data(project, "bench-user", anonymize_only=False)
-        took = time.perf_counter() - began
-        stop.set()
-        print(f"delete_user_data: {took:.2f} s for {removed.events} events "
-              f"({removed.events / took:,.0f} events/s), sessions {removed.sessions}, profiles {removed.profiles}")
+        if args.retention_days is not None:  # the retention job's work: every filled event is older
+            expired = await store.delete_expired(time.time_ns() // 1_000_000, {project: args.retention_days})
+            took = time.perf_counter() - began
+            stop.set()
+            count = sum(expired.values())
+            print(f"delete_expired: {took:.2f} s for {count} events ({count / took:,.0f} events/s)")
+        else:
+            removed = await store.delete_user_data(project, "bench-user", anonymize_only=False)
+            took = time.perf_counter() - began
+            stop.set()
+            print(f"delete_user_data: {took:.2f} s for {removed.events} events ({removed.events / took:,.0f} "
+                  f"events/s), sessions {removed.sessions}, profiles {removed.profiles}")
         for name, sample in (("before", baseline), ("during", waits)):
             ms = sorted(w * 1000 for w in sample)
             if ms:
@@ -113,6 +121,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--anonymous", type=int, default=2_000, help="anonymous events in the user's sessions")
     parser.add_argument("--others", type=int, default=100_000, help="other users' events")
+    parser.add_argument("--retention-days", type=int, default=None,
+                        help="time the retention job's delete_expired with this project retention instead "
+                             "(every filled event is 27 to 30 days old)")
     args = parser.parse_args()
     if args.database_url:
         store: Store = PostgresStore(args.database_url)

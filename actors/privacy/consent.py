@@ -62,7 +62,7 @@ RELOAD_S: Final = 0.5  # how often the audit rows recorded on other nodes are re
 CHANGES_PAGE: Final = 1000  # audit rows read per query of a reload
 # How long after a change is recorded every healthy node applies it: the next reload of each
 # (RELOAD_S) plus the time that reload takes. The deletion waits this out (wait_propagated).
-PROPAGATION_S: Final = 2 * RELOAD_S
+PROPAGATION_S: Final = 3 * RELOAD_S
 GPC_FLAGS: Final = FLAG_GPC | FLAG_NO_MARKETING | FLAG_NO_ADVERTISING
 DELETION_SOURCE: Final = "deletion"
 DELETION_TYPE: Final = "data_deletion"

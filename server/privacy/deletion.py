@@ -6,7 +6,7 @@ The order matters, so that nothing of the user survives or comes back:
    interrupted by a crash stays visible as unfinished.
 2. **Suppress** later events of the user (``pulse.consent.suppress``, the consent stage: the
    pipeline drops them until consent is granted again), then give the other nodes
-   PROPAGATION_WAIT_S to see the suppression, so no event of the user is committed after step 4.
+   the consent stage's propagation bound (1.5 s) to see the suppression, so no event of the user is committed after step 4.
    On one node there is nothing to wait for. The suppression is a consent record like any other
    (source "deletion"): the audit trail keeps it, and a later grant lets the user's events in again.
 3. **Evict** the live actors of the user and of every session that carried them, on every node,
@@ -46,7 +46,6 @@ from storage.deletion_records import COMPLETED, FAILED, PROCESSING, DeletionOpti
 
 log = logging.getLogger("pulse.privacy")
 
-PROPAGATION_WAIT_S: Final = 1.5  # other nodes reload consent within PROPAGATION_S (1 s) of a change
 FORGET_TIMEOUT_S: Final = 5.0
 ERASE_TIME_LIMIT_S: Final = 120.0  # a user with 100k events takes seconds (loadtest/delete_user_bench.py)
 _decode_entry = msgspec.msgpack.Decoder(list[StreamMessage]).decode
@@ -126,8 +125,8 @@ async def _carry_out(pulse: Pulse, record: DeletionRecord, counters: DeletionCou
     consent = pulse.consent
     if consent is not None:
         await consent.suppress(project, user_id, record.deletion_id)
-        if pulse.bus is not None:  # the other nodes read the suppression within this
-            await trio.sleep(PROPAGATION_WAIT_S)
+        if pulse.bus is not None:  # until the other nodes have read the suppression
+            await consent.wait_propagated()
     linked = _linked_sessions(pulse, project, user_id)  # its other devices (actors/identity/)
     sessions = sorted(set(await pulse.store.user_sessions(project, user_id)).union(linked))
     keys = [("user", project, user_id), *(("session", project, s) for s in sessions)]

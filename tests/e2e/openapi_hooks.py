@@ -110,9 +110,10 @@ BODY_RULES = {
     ("PUT", "/api/v1/behavioral/triggers/{triggerId}"): _schedule_ok,
     ("POST", "/api/v1/behavioral/hitl/approval/{approvalId}/decision"): _conditions_distinct,
     ("POST", "/api/v1/behavioral/integration/sync"): _no_systems,
-    # a session is not linked to itself (a 400 naming secondarySessionId): a rule between two fields
-    ("POST", "/api/v1/behavioral/cross-device/link"):
-        lambda body: not isinstance(body, dict) or body.get("primarySessionId") != body.get("secondarySessionId"),
+    # a link names two sessions that have events in the key's project, else a 400 naming the field
+    # (the rule for another project's sessions); a generated session never has any, and a
+    # schema cannot state "exists": no positive case of this operation can be accepted
+    ("POST", "/api/v1/behavioral/cross-device/link"): lambda body: False,
     # a generated deliveryId is no delivery of the webhook (a 404 naming it, which the stateful phase
     # would take for the webhook just created gone missing); without one every dead letter is replayed
     ("POST", "/api/v1/behavioral/webhooks/{webhookId}/dead-letters/replay"):

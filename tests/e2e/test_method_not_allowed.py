@@ -17,7 +17,8 @@ from tests.e2e.sse_client import STEP_S, SSEClient
 UNDECLARED: tuple[str, ...] = ("TRACE", "PUT", "DELETE", "PATCH", "POST", "GET")
 STREAMS = ("/api/events/stream", "/api/v1/behavioral/stream")
 EXAMPLE_PARAMS = {"eventName": "signup", "sessionId": "s-1", "userId": "u-1", "name": "index.html", "triggerId": "trigger_1",
-                  "webhookId": "wh_1", "workflowId": "workflow_1", "approvalId": "approval_1"}
+                  "webhookId": "wh_1", "workflowId": "workflow_1", "approvalId": "approval_1", "linkingId": "link_1",
+                  "deletionId": "deletion_1"}
 
 
 def allow(answer: httpx.Response) -> set[str]:
