@@ -126,12 +126,11 @@ async def track_one(pulse: Pulse, req: HotRequest, event_name: str, started: flo
 EventRow = tuple[int, AppendOutcome | None, Dropped | None]  # index in the request, outcome, why not stored
 
 
-def event_rows(indices: Iterable[int], result: IngestResult, dropped: list[Dropped | None] | None = None) -> list[EventRow]:
+def event_rows(indices: Iterable[int], result: IngestResult) -> list[EventRow]:
     """What happened to each accepted event, in request order: (its index, its outcome, None), or
-    (its index, None, why) when it was accepted but not stored. ``dropped`` (one entry per accepted
-    event; default: the pipeline's ``result.dropped``) says which were not stored; ``result.outcomes``
-    has the others, in order."""
-    why_not = dropped if dropped is not None else result.dropped
+    (its index, None, why) when it was accepted but not stored. The pipeline's ``result.dropped``
+    says which were not stored; ``result.outcomes`` has the others, in order."""
+    why_not = result.dropped
     if why_not is None:
         return [(index, outcome, None) for index, outcome in zip(indices, result.outcomes, strict=True)]
     stored = iter(result.outcomes)

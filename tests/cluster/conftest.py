@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, formed_cluster
 from tests.services.postgres import PostgresServer, postgres_dsn, postgres_server  # noqa: F401
 from tests.services.redis import RedisServer, redis_server  # noqa: F401
 
@@ -18,11 +18,5 @@ async def cluster(
     redis_server: RedisServer,  # noqa: F811
 ) -> AsyncIterator[Cluster]:
     """Three nodes over a fresh PostgreSQL database and a private Redis, formed into one cluster."""
-    nodes = Cluster(tmp_path, postgres_dsn, redis_server.url).start()
-    try:
-        await nodes.wait_formed()
+    async with formed_cluster(tmp_path, postgres_dsn, redis_server.url) as nodes:
         yield nodes
-    finally:
-        codes = nodes.stop()
-        print(nodes.output())  # shown by pytest when the test fails
-        assert all(code == 0 for code in codes), nodes.output()

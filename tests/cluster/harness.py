@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import httpx
@@ -80,3 +82,17 @@ async def wait_for_component(node: ServerProcess, component: str, state: str, ti
     with trio.fail_after(timeout):
         while (await health(node))["components"][component] != state:  # noqa: ASYNC110
             await trio.sleep(0.1)
+
+
+@asynccontextmanager
+async def formed_cluster(tmp_path: pathlib.Path, dsn: str, redis_url: str, size: int = 3) -> AsyncIterator[Cluster]:
+    """``size`` nodes formed into one cluster; stopped at the end, each required to exit cleanly
+    (their output is printed, so pytest shows it when the test fails)."""
+    nodes = Cluster(tmp_path, dsn, redis_url, size=size).start()
+    try:
+        await nodes.wait_formed()
+        yield nodes
+    finally:
+        codes = nodes.stop()
+        print(nodes.output())
+        assert all(code == 0 for code in codes), nodes.output()

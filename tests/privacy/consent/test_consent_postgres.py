@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, formed_cluster
 from tests.e2e.server_process import ServerProcess, serving
 from tests.privacy.consent.helpers import CONSENT, EVENTS, consent, event
 from tests.services.postgres import PostgresServer, postgres_dsn, postgres_server  # noqa: F401 (fixtures)
@@ -44,14 +44,8 @@ async def pair(
     postgres_dsn: str,  # noqa: F811
     redis_server: RedisServer,  # noqa: F811
 ) -> AsyncIterator[Cluster]:
-    nodes = Cluster(tmp_path, postgres_dsn, redis_server.url, size=2).start()
-    try:
-        await nodes.wait_formed()
+    async with formed_cluster(tmp_path, postgres_dsn, redis_server.url, size=2) as nodes:
         yield nodes
-    finally:
-        codes = nodes.stop()
-        print(nodes.output())
-        assert all(code == 0 for code in codes), nodes.output()
 
 
 async def test_a_consent_recorded_on_one_node_gates_the_events_sent_to_another(pair: Cluster) -> None:

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from actors.fanout import StreamMessage
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, formed_cluster
 from tests.services.postgres import PostgresServer, postgres_dsn, postgres_server  # noqa: F401
 from tests.services.redis import RedisServer, redis_server  # noqa: F401
 
@@ -26,14 +26,8 @@ async def two_nodes(
     postgres_dsn: str,  # noqa: F811
     redis_server: RedisServer,  # noqa: F811
 ) -> AsyncIterator[Cluster]:
-    nodes = Cluster(tmp_path, postgres_dsn, redis_server.url, size=2).start()
-    try:
-        await nodes.wait_formed()
+    async with formed_cluster(tmp_path, postgres_dsn, redis_server.url, size=2) as nodes:
         yield nodes
-    finally:
-        codes = nodes.stop()
-        print(nodes.output())
-        assert all(code == 0 for code in codes), nodes.output()
 
 
 def behavioral(user: str | None, session: str, i: int) -> dict[str, Any]:
